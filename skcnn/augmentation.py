@@ -1,0 +1,90 @@
+"""On-the-fly data augmentation for training batches of images (N, C, H, W).
+
+Every function returns a new array (the input is never modified) and draws
+its randomness from the ``numpy.random.Generator`` it is given. Prediction
+never augments.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = ["random_shift", "random_flip", "random_erase", "AUGMENTATIONS", "Augmenter"]
+
+
+def random_shift(x, max_shift, rng):
+    """Shift each image by up to ``max_shift`` pixels in each direction,
+    filling with the image's corner value (the background)."""
+    n, c, h, w = x.shape
+    s = max_shift
+    fill = x[:, :, :1, :1]
+    padded = np.empty((n, c, h + 2 * s, w + 2 * s), dtype=x.dtype)
+    padded[...] = fill
+    padded[:, :, s : s + h, s : s + w] = x
+    dy = rng.integers(0, 2 * s + 1, n)
+    dx = rng.integers(0, 2 * s + 1, n)
+    # (N, C, 2s+1, 2s+1, H, W): every shifted copy as a view; pick one per image
+    windows = sliding_window_view(padded, (h, w), axis=(2, 3))
+    return windows[np.arange(n), :, dy, dx]
+
+
+def random_flip(x, rng):
+    """Mirror a random half of the images left-right (clothes, not digits)."""
+    out = x.copy()
+    flip = rng.random(len(x)) < 0.5
+    out[flip] = out[flip, :, :, ::-1]
+    return out
+
+
+def random_erase(x, rng, size=0.25, p=0.5):
+    """Blank a random square of side ``size * min(H, W)`` in a fraction ``p``
+    of the images with their corner value (Cutout / random erasing)."""
+    n, c, h, w = x.shape
+    side = max(1, int(round(size * min(h, w))))
+    out = x.copy()
+    hit = rng.random(n) < p
+    top = rng.integers(0, h - side + 1, n)
+    left = rng.integers(0, w - side + 1, n)
+    rows = np.arange(h)[None, :, None]
+    cols = np.arange(w)[None, None, :]
+    mask = (
+        hit[:, None, None]
+        & (rows >= top[:, None, None])
+        & (rows < top[:, None, None] + side)
+        & (cols >= left[:, None, None])
+        & (cols < left[:, None, None] + side)
+    )  # (N, H, W)
+    np.copyto(out, np.broadcast_to(x[:, :, :1, :1], out.shape), where=mask[:, None])
+    return out
+
+
+#: Names accepted by the estimator's ``augment`` parameter.
+AUGMENTATIONS = ("shift", "flip", "erase")
+
+
+class Augmenter:
+    """A picklable ``f(x, rng)`` applying the augmentations named in ``spec``.
+
+    ``spec`` is names from :data:`AUGMENTATIONS` joined by "+", e.g.
+    ``"shift"`` or ``"shift+flip+erase"``.
+    """
+
+    def __init__(self, spec):
+        names = spec.split("+") if isinstance(spec, str) else []
+        if not names or any(name not in AUGMENTATIONS for name in names):
+            raise ValueError(
+                f"augment must be None or names from {AUGMENTATIONS} joined by '+' "
+                f"(e.g. 'shift+erase'); got {spec!r}"
+            )
+        self.names = names
+
+    def __call__(self, x, rng):
+        if "shift" in self.names:
+            x = random_shift(x, 2, rng)
+        if "flip" in self.names:
+            x = random_flip(x, rng)
+        if "erase" in self.names:
+            x = random_erase(x, rng)
+        return x
+
+    def __repr__(self):
+        return f"Augmenter({'+'.join(self.names)!r})"

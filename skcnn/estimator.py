@@ -1,0 +1,586 @@
+"""CNNClassifier: the network, the optimizer and the trainer behind scikit-learn's API."""
+
+import numbers
+from contextlib import contextmanager
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .augmentation import Augmenter
+from .functions import log_softmax, softmax
+from .network import PRESETS, Architecture, Network
+from .optimizers import SOLVERS, make_optimizer
+from .trainer import LEARNING_RATES, Trainer
+
+__all__ = ["CNNClassifier"]
+
+_NO_Y = object()  # _validate_input without y (None is a y, and an invalid one)
+
+#: Images scored at once by predict/predict_proba: bounds memory at any n.
+PREDICT_BATCH = 512
+
+#: batch_size="auto" trains on min(AUTO_BATCH, n_samples) samples per step.
+AUTO_BATCH = 100
+
+
+@contextmanager
+def _unchanged_on_error(estimator):
+    """Restore the estimator's attributes if the body raises.
+
+    A rejected call (bad data, bad parameters) must leave a fitted model
+    exactly as it was; validation sets attributes such as n_features_in_
+    before it fails, so every public call that changes state runs in here.
+    """
+    saved = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
+
+
+def _is_int(x):
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _is_real(x):
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+class CNNClassifier(ClassifierMixin, BaseEstimator):
+    """Convolutional neural network classifier, written from scratch in NumPy.
+
+    The default network is the origin project's: Conv(16, 3x3) - ReLU -
+    MaxPool 2x2 - Conv(32, 3x3) - ReLU - MaxPool 2x2 - Dense(100) - ReLU -
+    Dense(n_classes) with softmax cross-entropy, He initialisation, Adam.
+    Parameters shared with :class:`~sklearn.neural_network.MLPClassifier`
+    have its names and meanings, so one can replace the other.
+
+    Parameters
+    ----------
+    architecture : {"origin", "deep"}, default="origin"
+        Preset network. "deep" is two 3x3 convolutions per block
+        ((32, 32), (64, 64)) with batch norm, Dense(256) and dropout 0.3.
+        The five parameters below override single fields of the preset.
+    conv_filters : tuple or None, default=None
+        Filters of each conv block; an entry is an int (one convolution) or a
+        tuple of ints (several), each block ending in a 2x2 max pool, e.g.
+        ``(16, 32)`` or ``((32, 32), (64, 64))``. None: the preset's.
+    kernel_size : int or None, default=None
+        Odd size of every convolution kernel ("same" padding). None: 3.
+    hidden_layer_sizes : tuple of int or None, default=None
+        Dense layers between the conv blocks and the output. None: the
+        preset's ((100,) for "origin").
+    batch_norm : bool or None, default=None
+        Batch normalisation after every convolution and hidden dense layer.
+    dropout : float or None, default=None
+        Dropout rate after each hidden dense layer, in [0, 1).
+    input_shape : tuple or None, default=None
+        ``(C, H, W)`` or ``(H, W)`` of one image, for 2-D ``X``. None infers
+        it: 3-D ``(n, H, W)`` and 4-D ``(n, C, H, W)`` arrays carry their
+        shape; a 2-D ``X`` with a perfect-square number of features is one
+        square channel; any other is a 1 x n_features strip.
+    solver : {"adam", "sgd", "momentum", "nesterov", "adagrad", "rmsprop"}, default="adam"
+    alpha : float, default=0.0
+        L2 penalty: ``0.5 * alpha * ||W||^2`` is added to the loss for every
+        weight matrix and kernel (not biases).
+    weight_decay : float, default=0.0
+        Decoupled weight decay (AdamW): after each step, weights shrink by
+        ``learning_rate * weight_decay`` of themselves.
+    batch_size : int or "auto", default="auto"
+        Samples per step. "auto" is ``min(100, n_samples)``: the origin's
+        batches of 100 on real data, and one full batch on tiny data sets,
+        where full-batch steps make sample weights behave exactly like
+        repeated samples. Larger values are clipped to n_samples.
+    learning_rate : {"constant", "adaptive", "cosine"}, default="constant"
+        Schedule: "adaptive" divides the rate by 5 when the stopping rule
+        fires (stopping once it is below 1e-6), "cosine" decays it to 0 over
+        ``max_iter`` epochs.
+    learning_rate_init : float, default=0.001
+    max_iter : int, default=30
+        Most epochs (passes over the data) per ``fit``; training stops
+        earlier once the loss stops improving (``tol``, ``n_iter_no_change``).
+        30 is what small data sets such as ``load_digits`` need with batches
+        of 100 at Adam's 1e-3; on 60,000 MNIST images fewer epochs suffice
+        (pass ``max_iter=5`` to 10 there to save time).
+    shuffle : bool, default=True
+        Reshuffle samples every epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds weights, shuffling, dropout, augmentation and the validation
+        split. An int gives bit-identical fits.
+    tol : float, default=1e-4
+    verbose : int, default=0
+        1: one line per epoch (loss, validation score, seconds); 2: also a
+        progress bar within each epoch.
+    warm_start : bool, default=False
+        Continue from the current weights and optimizer state on ``fit``.
+    momentum : float, default=0.9
+        For "momentum" and "nesterov".
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data (stratified), stop when
+        its accuracy stops improving, and restore the best epoch's weights.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's parameters (epsilon also for "adagrad" and "rmsprop").
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of ``tol`` before stopping.
+    augment : str or None, default=None
+        Random training-time augmentation: "shift" (up to 2 pixels), "flip"
+        (left-right), "erase" (a blanked square), joined with "+".
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    n_features_in_ : int
+        Pixels per sample (C * H * W).
+    feature_names_in_ : ndarray of str
+        Column names, when fitted on a DataFrame with string column names.
+    input_shape_ : tuple
+        ``(C, H, W)`` of one image.
+    network_ : skcnn.network.Network
+        The fitted network (its layers and weights).
+    n_iter_ : int
+        Epochs trained, summed over warm starts and ``partial_fit`` calls.
+    t_ : int
+        Training samples seen.
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    best_loss_ : float or None
+        Lowest training loss (None with early stopping).
+    validation_scores_ : list of float or None
+        Validation accuracy per epoch (with early stopping).
+    best_validation_score_ : float or None
+
+    Notes
+    -----
+    Computation runs in the dtype of the training data: float32 (the fast
+    path, and what :mod:`skcnn.datasets` returns) or float64 (anything
+    else). Prediction casts inputs to that dtype. The input is standardised
+    with one mean and one standard deviation over all pixels of the training
+    data (sample-weighted), stored in the network's first layer.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skcnn import CNNClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = CNNClassifier(random_state=0).fit(X[:1200], y[:1200])
+    >>> clf.input_shape_
+    (1, 8, 8)
+    >>> clf.predict(X[1200:1205]).shape
+    (5,)
+    >>> bool(clf.score(X[1200:], y[1200:]) > 0.9)
+    True
+    """
+
+    def __init__(
+        self,
+        architecture="origin",
+        conv_filters=None,
+        kernel_size=None,
+        hidden_layer_sizes=None,
+        batch_norm=None,
+        dropout=None,
+        input_shape=None,
+        solver="adam",
+        alpha=0.0,
+        weight_decay=0.0,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        max_iter=30,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=0,
+        warm_start=False,
+        momentum=0.9,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        augment=None,
+    ):
+        self.architecture = architecture
+        self.conv_filters = conv_filters
+        self.kernel_size = kernel_size
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.batch_norm = batch_norm
+        self.dropout = dropout
+        self.input_shape = input_shape
+        self.solver = solver
+        self.alpha = alpha
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.augment = augment
+
+    # -- parameters --------------------------------------------------------------
+
+    def _check_params(self):
+        """Reject invalid hyperparameters, naming the parameter and what is allowed."""
+
+        def fail(name, allowed):
+            raise ValueError(f"{name} must be {allowed}; got {getattr(self, name)!r}")
+
+        def positive_int_tuple(value):
+            return isinstance(value, tuple) and all(_is_int(v) and v > 0 for v in value)
+
+        if self.architecture not in PRESETS:
+            fail("architecture", f"one of {sorted(PRESETS)}")
+        cf = self.conv_filters
+        if cf is not None and not (
+            isinstance(cf, tuple)
+            and all((_is_int(b) and b > 0) or (positive_int_tuple(b) and len(b) > 0) for b in cf)
+        ):
+            fail("conv_filters", "None or a tuple of positive ints or of tuples of positive ints, e.g. (16, 32)")
+        ks = self.kernel_size
+        if ks is not None and not (_is_int(ks) and ks > 0 and ks % 2 == 1):
+            fail("kernel_size", "None or an odd positive int")
+        hl = self.hidden_layer_sizes
+        if hl is not None and not (
+            isinstance(hl, (tuple, list)) and all(_is_int(v) and v > 0 for v in hl)
+        ):
+            fail("hidden_layer_sizes", "None or a tuple of positive ints, e.g. (100,)")
+        if self.batch_norm is not None and not isinstance(self.batch_norm, (bool, np.bool_)):
+            fail("batch_norm", "None, True or False")
+        if self.dropout is not None and not (_is_real(self.dropout) and 0 <= self.dropout < 1):
+            fail("dropout", "None or a float in [0, 1)")
+        sh = self.input_shape
+        if sh is not None and not (positive_int_tuple(sh) and len(sh) in (2, 3)):
+            fail("input_shape", "None or a tuple (C, H, W) or (H, W) of positive ints")
+        if self.solver not in SOLVERS:
+            fail("solver", f"one of {sorted(SOLVERS)}")
+        for name in ("alpha", "weight_decay", "tol"):
+            value = getattr(self, name)
+            if not (_is_real(value) and value >= 0 and np.isfinite(value)):
+                fail(name, "a finite float >= 0")
+        for name in ("learning_rate_init", "epsilon"):
+            value = getattr(self, name)
+            if not (_is_real(value) and value > 0 and np.isfinite(value)):
+                fail(name, "a finite float > 0")
+        bs = self.batch_size
+        if not (bs == "auto" if isinstance(bs, str) else (_is_int(bs) and bs >= 1)):
+            fail("batch_size", "'auto' or an int >= 1")
+        if self.learning_rate not in LEARNING_RATES:
+            fail("learning_rate", f"one of {list(LEARNING_RATES)}")
+        for name in ("max_iter", "n_iter_no_change"):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= 1):
+                fail(name, "an int >= 1")
+        if not (_is_int(self.verbose) and self.verbose >= 0):
+            fail("verbose", "an int >= 0")
+        for name in ("shuffle", "warm_start", "early_stopping"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                fail(name, "True or False")
+        if not (_is_real(self.momentum) and 0 <= self.momentum <= 1):
+            fail("momentum", "a float in [0, 1]")
+        if not (_is_real(self.validation_fraction) and 0 < self.validation_fraction < 1):
+            fail("validation_fraction", "a float in (0, 1)")
+        for name in ("beta_1", "beta_2"):
+            value = getattr(self, name)
+            if not (_is_real(value) and 0 <= value < 1):
+                fail(name, "a float in [0, 1)")
+        if self.augment is not None:
+            Augmenter(self.augment)  # raises a ValueError naming augment
+
+    def _architecture(self, input_shape, n_classes):
+        fields = dict(PRESETS[self.architecture])
+        for name in fields:
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = tuple(value) if name == "hidden_layer_sizes" else value
+        return Architecture(input_shape=input_shape, n_classes=n_classes, **fields)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.classifier_tags.multi_class = True
+        tags.target_tags.single_output = True
+        return tags
+
+    # -- input -------------------------------------------------------------------
+
+    def _validate_input(self, X, y=_NO_Y, reset=True):
+        """Validate X (and y) and return X as images (n, C, H, W).
+
+        2-D X keeps sklearn's semantics (validate_data: n_features_in_,
+        feature names, finite values, dtype); 3-D and 4-D arrays are image
+        batches, flattened for validation and reshaped back (a view).
+        """
+        image_shape = None
+        if isinstance(X, (np.ndarray, list, tuple)):
+            ndim = np.ndim(X)
+            if ndim in (3, 4):
+                X = np.asarray(X)
+                image_shape = (1, *X.shape[1:]) if ndim == 3 else tuple(X.shape[1:])
+                X = X.reshape(len(X), -1)
+            elif ndim > 4:
+                raise ValueError(f"X must be 2-D, 3-D (n, H, W) or 4-D (n, C, H, W); got {ndim}-D")
+        common = dict(reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
+        if y is _NO_Y:
+            X = validate_data(self, X, **common)
+        else:
+            X, y = validate_data(self, X, y, **common)
+        if reset:
+            self.input_shape_ = self._resolve_input_shape(X.shape[1], image_shape)
+        elif image_shape is not None and image_shape != self.input_shape_:
+            raise ValueError(
+                f"X holds images of shape {image_shape}, but {type(self).__name__} was "
+                f"fitted on images of shape {self.input_shape_}"
+            )
+        if hasattr(self, "network_") and not reset:
+            X = X.astype(self.network_.dtype, copy=False)
+        images = X.reshape(len(X), *self.input_shape_)
+        return images if y is _NO_Y else (images, y)
+
+    def _resolve_input_shape(self, n_features, image_shape):
+        if self.input_shape is not None:
+            shape = tuple(self.input_shape)
+            shape = (1, *shape) if len(shape) == 2 else shape
+            if int(np.prod(shape)) != n_features:
+                raise ValueError(
+                    f"input_shape={self.input_shape!r} holds {int(np.prod(shape))} values per "
+                    f"sample, but X has {n_features} features"
+                )
+            if image_shape is not None and shape != image_shape:
+                raise ValueError(
+                    f"input_shape={self.input_shape!r} does not match the shape of the "
+                    f"images in X, {image_shape}"
+                )
+            return shape
+        if image_shape is not None:
+            return image_shape
+        side = int(round(np.sqrt(n_features)))
+        return (1, side, side) if side * side == n_features else (1, 1, n_features)
+
+    @staticmethod
+    def _check_sample_weight(sample_weight, n_samples):
+        if sample_weight is None:
+            return None
+        sw = np.asarray(sample_weight)
+        if sw.dtype.kind not in "iufb":
+            raise ValueError(f"sample_weight must be numeric; got dtype {sw.dtype}")
+        sw = sw.astype(np.float64)
+        if sw.ndim == 0:
+            sw = np.full(n_samples, float(sw))
+        if sw.shape != (n_samples,):
+            raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
+        if not np.isfinite(sw).all():
+            raise ValueError("sample_weight must be finite")
+        if (sw < 0).any():
+            raise ValueError("sample_weight must be non-negative")
+        if not sw.any():
+            raise ValueError("Sample weights must contain at least one non-zero number.")
+        return sw
+
+    # -- fitting -----------------------------------------------------------------
+
+    def fit(self, X, y, sample_weight=None):
+        """Train the network for up to ``max_iter`` epochs.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
+        y : array-like of shape (n_samples,)
+            Any labels: ints, strings, +-1; two or more classes.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights; the loss is their weighted mean.
+
+        Returns
+        -------
+        self
+        """
+        with _unchanged_on_error(self):
+            self._fit(X, y, sample_weight, incremental=False)
+        return self
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None):
+        """Train for one epoch over ``(X, y)``, starting where the last call ended.
+
+        Parameters
+        ----------
+        X, y, sample_weight : as in :meth:`fit`
+        classes : array-like of shape (n_classes,)
+            All classes that will ever occur; required on the first call,
+            optional later (and then it must equal ``classes_``).
+
+        Returns
+        -------
+        self
+        """
+        with _unchanged_on_error(self):
+            self._fit(X, y, sample_weight, incremental=True, classes=classes)
+        return self
+
+    def _fit(self, X, y, sample_weight, *, incremental, classes=None):
+        self._check_params()
+        fresh = not hasattr(self, "network_") or not (incremental or self.warm_start)
+        X, y = self._validate_input(X, y, reset=fresh)
+        check_classification_targets(y)
+        sw = self._check_sample_weight(sample_weight, len(y))
+        y_idx = self._encode_labels(y, sw, fresh, incremental, classes)
+
+        if fresh:
+            self._rng = np.random.default_rng(
+                check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+            )
+            arch = self._architecture(self.input_shape_, len(self.classes_))
+            self.network_ = Network.from_architecture(arch, self._rng, X.dtype)
+            self._set_input_scaling(X, sw)
+            optimizer = make_optimizer(
+                self.solver,
+                self.learning_rate_init,
+                momentum=self.momentum,
+                beta_1=self.beta_1,
+                beta_2=self.beta_2,
+                epsilon=self.epsilon,
+                weight_decay=self.alpha,
+                decoupled_weight_decay=self.weight_decay,
+            )
+            self._trainer = Trainer(self.network_, optimizer, batch_size=1)
+        trainer = self._configure_trainer(len(y), incremental)
+
+        validation = None
+        if self.early_stopping and not incremental:
+            X, y_idx, sw, validation = self._split_validation(X, y_idx, sw)
+        trainer.fit(
+            X, y_idx, sw, self._rng, 1 if incremental else self.max_iter, validation=validation
+        )
+        trainer.drop_best_state()
+
+        self.n_iter_ = trainer.n_iter
+        self.t_ = trainer.t
+        self.loss_curve_ = list(trainer.loss_curve)
+        early = self.early_stopping and not incremental
+        self.validation_scores_ = list(trainer.validation_scores) if early else None
+        self.best_validation_score_ = trainer.best_validation_score if early else None
+        self.best_loss_ = None if early else trainer.best_loss
+
+    def _encode_labels(self, y, sw, fresh, incremental, classes):
+        """Class indices 0..n_classes-1 for y; sets classes_ on a fresh fit."""
+        if incremental and fresh and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        if classes is not None:
+            classes = np.unique(np.asarray(classes))
+            if not fresh and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"`classes={classes!r}` is not the same as on the first call to "
+                    f"partial_fit, which was {self.classes_!r}"
+                )
+        if fresh:
+            if classes is None:
+                present = y if sw is None else y[sw > 0]
+                classes = np.unique(present)
+            if len(classes) < 2:
+                raise ValueError(
+                    f"{type(self).__name__} needs samples of at least 2 classes to learn "
+                    f"from (with non-zero sample_weight); got 1 class: {classes[0]!r}"
+                )
+            self.classes_ = classes
+        unknown = np.setdiff1d(np.unique(y), self.classes_)
+        if len(unknown):
+            raise ValueError(
+                f"y contains labels {unknown.tolist()!r} that are not in classes_ "
+                f"{self.classes_.tolist()!r}"
+            )
+        return np.searchsorted(self.classes_, y)
+
+    def _set_input_scaling(self, X, sw):
+        """Standardise with one mean and std over all pixels, sample-weighted."""
+        per_sample = X.reshape(len(X), -1)
+        mean = np.average(per_sample.mean(axis=1, dtype=np.float64), weights=sw)
+        sq = np.average(np.square(per_sample, dtype=np.float64).mean(axis=1), weights=sw)
+        std = float(np.sqrt(max(sq - mean**2, 0.0)))
+        rescale = self.network_.layers[0]
+        rescale.buffers["shift"][...] = mean
+        rescale.buffers["scale"][...] = std if std > 1e-12 * max(1.0, abs(mean)) else 1.0
+
+    def _configure_trainer(self, n_samples, incremental):
+        trainer = self._trainer
+        batch = AUTO_BATCH if self.batch_size == "auto" else self.batch_size
+        trainer.batch_size = min(batch, n_samples)
+        trainer.shuffle = self.shuffle
+        trainer.tol = self.tol
+        trainer.n_iter_no_change = self.n_iter_no_change
+        trainer.early_stopping = self.early_stopping and not incremental
+        trainer.learning_rate = "constant" if incremental else self.learning_rate
+        trainer.augment = None if self.augment is None else Augmenter(self.augment)
+        trainer.verbose = self.verbose
+        if self.learning_rate != "adaptive" or not incremental:
+            trainer.lr_init = trainer.optimizer.lr = self.learning_rate_init
+        return trainer
+
+    def _split_validation(self, X, y_idx, sw):
+        seed = int(self._rng.integers(np.iinfo(np.int32).max))
+        idx = np.arange(len(y_idx))
+        try:
+            train, val = train_test_split(
+                idx, test_size=self.validation_fraction, stratify=y_idx, random_state=seed
+            )
+        except ValueError:  # a class too rare to stratify
+            train, val = train_test_split(idx, test_size=self.validation_fraction, random_state=seed)
+        if len(train) == 0 or len(val) == 0:
+            raise ValueError(
+                f"early_stopping needs enough samples to hold out validation_fraction="
+                f"{self.validation_fraction}; got {len(idx)} samples"
+            )
+        sw_train = None if sw is None else sw[train]
+        sw_val = None if sw is None else sw[val]
+        return X[train], y_idx[train], sw_train, (X[val], y_idx[val], sw_val)
+
+    # -- prediction --------------------------------------------------------------
+
+    def _scores(self, X):
+        check_is_fitted(self)
+        return self.network_.predict_scores(self._validate_input(X, reset=False), PREDICT_BATCH)
+
+    def predict_proba(self, X):
+        """Class probabilities; rows sum to 1.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            In the order of ``classes_``.
+        """
+        return softmax(self._scores(X))
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`, computed without underflow."""
+        return log_softmax(self._scores(X))
+
+    def predict(self, X):
+        """Most probable class of each sample.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,)
+        """
+        scores = self._scores(X)
+        return self.classes_[scores.argmax(axis=1)]

@@ -1,0 +1,141 @@
+"""Pure array math: convolution lowering, softmax, losses and a numerical gradient.
+
+Nothing here keeps state or knows about layers. Images are *channels-last*,
+``(N, H, W, C)``: with the channel axis last, the lowered matrix of a
+convolution is a reshape of a window view and the GEMM output is already an
+image, so no transposes sit in the hot loop.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+__all__ = [
+    "conv_output_size",
+    "pad_images",
+    "im2col",
+    "col2im",
+    "softmax",
+    "log_softmax",
+    "cross_entropy",
+    "numerical_gradient",
+]
+
+
+def conv_output_size(size, kernel, stride=1, pad=0):
+    """Number of window positions of a convolution along one axis."""
+    out = (size + 2 * pad - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(
+            f"a kernel of {kernel} with padding {pad} does not fit an input of "
+            f"size {size}; increase the padding or use a smaller kernel"
+        )
+    return out
+
+
+def pad_images(x, pad, value=0.0):
+    """Pad the two spatial axes of ``(N, H, W, C)`` images by ``pad`` pixels."""
+    if pad == 0:
+        return x
+    return np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=value)
+
+
+def im2col(x, kh, kw, stride=1, pad=0, out=None):
+    """Lower a convolution's input to a matrix: one row per output pixel.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+    kh, kw : int
+        Kernel height and width.
+    stride, pad : int
+    out : ndarray, optional
+        Buffer of shape (N*OH*OW, KH*KW*C) and x's dtype to write into.
+
+    Returns
+    -------
+    cols : ndarray of shape (N*OH*OW, KH*KW*C)
+        Row ``(n, i, j)`` holds the window under output pixel ``(i, j)`` of
+        image ``n``, ordered (ky, kx, channel).
+    """
+    n, h, w, c = x.shape
+    oh = conv_output_size(h, kh, stride, pad)
+    ow = conv_output_size(w, kw, stride, pad)
+    xp = pad_images(x, pad)
+    # (N, H', W', C, KH, KW): a strided view, no copy yet
+    win = sliding_window_view(xp, (kh, kw), axis=(1, 2))
+    win = win[:, : (oh - 1) * stride + 1 : stride, : (ow - 1) * stride + 1 : stride]
+    # (N, OH, OW, C, KH, KW) -> (N, OH, OW, KH, KW, C): channels stay innermost,
+    # so the one copy below reads contiguous runs of C values.
+    win = win.transpose(0, 1, 2, 4, 5, 3)
+    if out is None:
+        out = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
+    np.copyto(out.reshape(n, oh, ow, kh, kw, c), win)
+    return out
+
+
+def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
+    """Adjoint of :func:`im2col`: add each row's window back onto the image.
+
+    A loop over the KH*KW kernel offsets (9 for a 3x3 kernel), each a single
+    vectorised strided add; never a loop over pixels and never ``np.add.at``.
+    """
+    n, h, w, c = x_shape
+    oh = conv_output_size(h, kh, stride, pad)
+    ow = conv_output_size(w, kw, stride, pad)
+    dx = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=cols.dtype)
+    # (N*OH*OW, KH*KW*C) -> (N, OH, OW, KH, KW, C)
+    cols = cols.reshape(n, oh, ow, kh, kw, c)
+    for ky in range(kh):
+        for kx in range(kw):
+            dx[:, ky : ky + stride * oh : stride, kx : kx + stride * ow : stride] += cols[
+                :, :, :, ky, kx
+            ]
+    if pad:
+        dx = dx[:, pad:-pad, pad:-pad]
+    return dx
+
+
+def log_softmax(z):
+    """Row-wise log-softmax of scores ``z`` (N, K); never overflows."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax(z):
+    """Row-wise softmax of scores ``z`` (N, K); rows sum to one."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def cross_entropy(log_probs, y, sample_weight=None):
+    """Mean negative log-likelihood of integer labels ``y``.
+
+    With ``sample_weight`` the mean is weighted: ``sum(w * nll) / sum(w)``, so
+    an integer weight counts exactly like that many repeated samples.
+    """
+    nll = -log_probs[np.arange(len(y)), y]
+    if sample_weight is None:
+        return float(nll.mean(dtype=np.float64))
+    sw = np.asarray(sample_weight, dtype=np.float64)
+    return float(np.dot(sw, nll) / sw.sum())
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """Central-difference gradient of the scalar function ``f()`` w.r.t. ``x``.
+
+    ``x`` is perturbed in place, one element at a time, and restored; ``f``
+    takes no arguments and must read ``x``. Use float64: in float32 the
+    differences drown in rounding.
+    """
+    grad = np.zeros(x.shape, dtype=np.float64)
+    flat_x = x.reshape(-1)  # a view: writes reach x
+    flat_g = grad.reshape(-1)
+    for i in range(flat_x.size):
+        old = flat_x[i]
+        flat_x[i] = old + eps
+        f_plus = f()
+        flat_x[i] = old - eps
+        f_minus = f()
+        flat_x[i] = old
+        flat_g[i] = (f_plus - f_minus) / (2 * eps)
+    return grad

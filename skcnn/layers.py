@@ -1,0 +1,425 @@
+"""Layers: each one a small class with a forward and a backward pass.
+
+The contract, for every layer:
+
+* ``forward(x, training=False)`` returns the output. With ``training=True`` it
+  also caches what ``backward`` needs (and dropout/batch norm act as in
+  training); prediction caches nothing.
+* ``backward(grad)`` takes dLoss/dOutput and returns dLoss/dInput. It never
+  modifies ``grad``. Gradients of the learnable arrays land in ``self.grads``.
+* ``params``: name -> learnable array; ``grads``: same names and shapes.
+  ``buffers``: name -> state that is saved but not learned (running means).
+
+Images are channels-last, ``(N, H, W, C)`` (see :mod:`skcnn.functions`).
+Weights are drawn from the ``numpy.random.Generator`` passed in, in float64
+and then cast, so a float32 and a float64 network built from the same seed
+start from the same weights.
+"""
+
+from itertools import product
+
+import numpy as np
+
+from .functions import col2im, conv_output_size, cross_entropy, im2col, log_softmax
+
+__all__ = [
+    "Layer",
+    "Rescale",
+    "Conv2D",
+    "MaxPool2D",
+    "ReLU",
+    "Dense",
+    "Flatten",
+    "Dropout",
+    "BatchNorm",
+    "SoftmaxCrossEntropy",
+]
+
+
+def he_normal(rng, shape, fan_in, dtype):
+    """He initialisation: normal with variance 2 / fan_in."""
+    return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+class Layer:
+    """Base class: a layer without parameters that passes gradients through."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.buffers = {}
+        self._cache = None
+
+    def forward(self, x, training=False):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """Shape of one output sample given one input sample's shape."""
+        return input_shape
+
+    def clear_cache(self):
+        """Drop the arrays kept for ``backward`` (and the gradients)."""
+        self._cache = None
+        self.grads = {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class Rescale(Layer):
+    """``(x - shift) / scale`` with fixed (not learned) scalars.
+
+    The first layer of every network: the estimator sets ``shift`` and
+    ``scale`` from the training data, so raw pixels (0-255) and [0, 1] images
+    train alike, and the scaling is saved and applied batch by batch with the
+    rest of the network.
+    """
+
+    def __init__(self, shift=0.0, scale=1.0, *, dtype=np.float32):
+        super().__init__()
+        self.buffers = {
+            "shift": np.array(shift, dtype=dtype),
+            "scale": np.array(scale, dtype=dtype),
+        }
+
+    def forward(self, x, training=False):
+        return (x - self.buffers["shift"]) / self.buffers["scale"]
+
+    def backward(self, grad):
+        return grad / self.buffers["scale"]
+
+    def __repr__(self):
+        return f"Rescale(shift={float(self.buffers['shift']):.4g}, scale={float(self.buffers['scale']):.4g})"
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation) lowered to one matrix product.
+
+    Parameters
+    ----------
+    in_channels, filters : int
+    kernel_size, stride, padding : int
+    rng : numpy.random.Generator
+    dtype : float32 or float64
+    input_grad : bool, default=True
+        Whether ``backward`` computes the gradient w.r.t. the input. The first
+        layer of a network does not need it (the images are not learned), which
+        saves the most expensive part of its backward pass.
+    bias : bool, default=True
+        Whether to learn a bias per filter. Off before batch norm, which
+        subtracts the mean and so would cancel it.
+
+    ``params["W"]`` has shape ``(filters, kernel, kernel, in_channels)``, the
+    (ky, kx, channel) order of :func:`~skcnn.functions.im2col`'s columns.
+    """
+
+    def __init__(
+        self,
+        in_channels,
+        filters,
+        kernel_size=3,
+        stride=1,
+        padding=0,
+        *,
+        rng,
+        dtype=np.float32,
+        input_grad=True,
+        bias=True,
+    ):
+        super().__init__()
+        self.in_channels, self.filters = in_channels, filters
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.input_grad = input_grad
+        k = kernel_size
+        self.params = {"W": he_normal(rng, (filters, k, k, in_channels), in_channels * k * k, dtype)}
+        if bias:
+            self.params["b"] = np.zeros(filters, dtype=dtype)
+
+    def output_shape(self, input_shape):
+        h, w, _ = input_shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p), self.filters)
+
+    def forward(self, x, training=False):
+        n = x.shape[0]
+        k, s, p = self.kernel_size, self.stride, self.padding
+        oh, ow, f = self.output_shape(x.shape[1:])
+        cols = im2col(x, k, k, s, p)  # (N*OH*OW, K*K*C)
+        w = self.params["W"].reshape(f, -1)  # (F, K*K*C), a view
+        out = cols @ w.T  # (N*OH*OW, F)
+        if "b" in self.params:
+            out += self.params["b"]
+        if training:
+            self._cache = (x.shape, cols)
+        return out.reshape(n, oh, ow, f)
+
+    def backward(self, grad):
+        x_shape, cols = self._cache
+        f = self.filters
+        g = grad.reshape(-1, f)  # (N, OH, OW, F) -> (N*OH*OW, F)
+        self.grads["W"] = (g.T @ cols).reshape(self.params["W"].shape)
+        if "b" in self.params:
+            self.grads["b"] = g.sum(axis=0)
+        if not self.input_grad:
+            return None
+        dcols = g @ self.params["W"].reshape(f, -1)  # (N*OH*OW, K*K*C)
+        k = self.kernel_size
+        return col2im(dcols, x_shape, k, k, self.stride, self.padding)
+
+    def __repr__(self):
+        return (
+            f"Conv2D({self.in_channels}, {self.filters}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding})"
+        )
+
+
+def _pool_output_size(size, pool, stride):
+    # Partial windows at the far edge are kept (every pixel is seen); a window
+    # must start inside the input. An input smaller than the window gives 1.
+    covering = -(-max(size - pool, 0) // stride) + 1
+    return min(covering, (size - 1) // stride + 1)
+
+
+class MaxPool2D(Layer):
+    """Max pooling over ``pool_size`` x ``pool_size`` windows.
+
+    Windows move by ``stride`` (default ``pool_size``). When the input is not
+    divisible by the stride, the last window along an axis is partial and
+    takes the maximum of the pixels it covers, so no pixel is dropped; an input
+    smaller than the window (even 1x1) yields one output pixel, the maximum of
+    the whole input. The gradient goes to the first maximum of each window.
+    """
+
+    def __init__(self, pool_size=2, stride=None):
+        super().__init__()
+        self.pool_size = pool_size
+        self.stride = pool_size if stride is None else stride
+
+    def output_shape(self, input_shape):
+        h, w, c = input_shape
+        k, s = self.pool_size, self.stride
+        return (_pool_output_size(h, k, s), _pool_output_size(w, k, s), c)
+
+    def forward(self, x, training=False):
+        n, h, w, c = x.shape
+        k, s = self.pool_size, self.stride
+        oh, ow, _ = self.output_shape(x.shape[1:])
+        ph, pw = max((oh - 1) * s + k, h), max((ow - 1) * s + k, w)
+        if (ph, pw) != (h, w):
+            # -inf padding: a partial window's maximum is over real pixels only
+            xp = np.full((n, ph, pw, c), -np.inf, dtype=x.dtype)
+            xp[:, :h, :w] = x
+        else:
+            xp = x
+        # One strided slice per window offset (4 for 2x2) and an elementwise
+        # maximum: far cheaper than a reduction over window axes.
+        out = arg = better = None
+        for idx, (ky, kx) in enumerate(product(range(k), range(k))):
+            window = xp[:, ky : ky + (oh - 1) * s + 1 : s, kx : kx + (ow - 1) * s + 1 : s]
+            if out is None:
+                out = window.copy()
+                if training:
+                    arg = np.zeros(out.shape, dtype=np.uint8 if k * k <= 256 else np.int32)
+                    better = np.empty(out.shape, dtype=bool)
+                continue
+            if training:
+                np.greater(window, out, out=better)  # strict: ties keep the first
+                np.copyto(arg, idx, where=better)
+            np.maximum(out, window, out=out)
+        if training:
+            self._cache = ((n, ph, pw, c), (h, w), arg)
+        return out
+
+    def backward(self, grad):
+        padded_shape, (h, w), arg = self._cache
+        k, s = self.pool_size, self.stride
+        oh, ow = grad.shape[1:3]
+        dx = np.zeros(padded_shape, dtype=grad.dtype)
+        for idx, (ky, kx) in enumerate(product(range(k), range(k))):
+            dx[:, ky : ky + (oh - 1) * s + 1 : s, kx : kx + (ow - 1) * s + 1 : s] += np.where(
+                arg == idx, grad, 0
+            )
+        return dx[:, :h, :w]
+
+    def __repr__(self):
+        return f"MaxPool2D(pool_size={self.pool_size}, stride={self.stride})"
+
+
+class ReLU(Layer):
+    """max(x, 0)."""
+
+    def forward(self, x, training=False):
+        out = np.maximum(x, 0)
+        if training:
+            self._cache = out > 0
+        return out
+
+    def backward(self, grad):
+        return np.where(self._cache, grad, 0)
+
+
+class Dense(Layer):
+    """Fully connected layer: ``x @ W + b`` with ``W`` of shape (in, out).
+
+    ``bias=False`` drops ``b`` (used before batch norm, as in :class:`Conv2D`).
+    """
+
+    def __init__(self, in_features, out_features, *, rng, dtype=np.float32, bias=True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.params = {"W": he_normal(rng, (in_features, out_features), in_features, dtype)}
+        if bias:
+            self.params["b"] = np.zeros(out_features, dtype=dtype)
+
+    def output_shape(self, input_shape):
+        return (self.out_features,)
+
+    def forward(self, x, training=False):
+        if training:
+            self._cache = x
+        out = x @ self.params["W"]
+        if "b" in self.params:
+            out += self.params["b"]
+        return out
+
+    def backward(self, grad):
+        x = self._cache
+        self.grads["W"] = x.T @ grad
+        if "b" in self.params:
+            self.grads["b"] = grad.sum(axis=0)
+        return grad @ self.params["W"].T
+
+    def __repr__(self):
+        return f"Dense({self.in_features}, {self.out_features})"
+
+
+class Flatten(Layer):
+    """(N, H, W, C) -> (N, H*W*C)."""
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x, training=False):
+        if training:
+            self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad):
+        return grad.reshape(self._cache)
+
+
+class Dropout(Layer):
+    """Inverted dropout: zero a fraction ``rate`` of units while training.
+
+    Kept units are scaled by ``1 / (1 - rate)`` so that prediction, where the
+    layer is the identity, sees the same expected activation.
+    """
+
+    def __init__(self, rate, *, rng):
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
+        self.rate = rate
+        self.rng = rng
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0.0:
+            self._cache = None
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
+        mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.rate)
+        self._cache = mask
+        return x * mask
+
+    def backward(self, grad):
+        return grad if self._cache is None else grad * self._cache
+
+    def __repr__(self):
+        return f"Dropout({self.rate})"
+
+
+class BatchNorm(Layer):
+    """Batch normalisation over every axis but the last (channels or units).
+
+    Training normalises with the batch's mean and variance and updates running
+    estimates (``momentum`` is the weight of the new batch); prediction uses
+    the running estimates, so one image's output does not depend on the others.
+    """
+
+    def __init__(self, n_features, momentum=0.1, eps=1e-5, *, dtype=np.float32):
+        super().__init__()
+        self.n_features, self.momentum, self.eps = n_features, momentum, eps
+        self.params = {
+            "gamma": np.ones(n_features, dtype=dtype),
+            "beta": np.zeros(n_features, dtype=dtype),
+        }
+        self.buffers = {
+            "running_mean": np.zeros(n_features, dtype=dtype),
+            "running_var": np.ones(n_features, dtype=dtype),
+        }
+
+    def forward(self, x, training=False):
+        axes = tuple(range(x.ndim - 1))
+        if training:
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            m = x.size // x.shape[-1]
+            mom = self.momentum
+            rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
+            rm *= 1 - mom
+            rm += mom * mean
+            rv *= 1 - mom
+            rv += mom * var * (m / max(m - 1, 1))  # unbiased estimate for prediction
+        else:
+            mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+        inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
+        xhat = (x - mean) * inv_std
+        if training:
+            self._cache = (xhat, inv_std)
+        return xhat * self.params["gamma"] + self.params["beta"]
+
+    def backward(self, grad):
+        xhat, inv_std = self._cache
+        axes = tuple(range(grad.ndim - 1))
+        self.grads["gamma"] = (grad * xhat).sum(axis=axes)
+        self.grads["beta"] = grad.sum(axis=axes)
+        m = grad.size // grad.shape[-1]
+        dxhat = grad * self.params["gamma"]
+        # d/dx of (x - mean) / std, with mean and std functions of the batch
+        return inv_std * (
+            dxhat - dxhat.sum(axis=axes) / m - xhat * ((dxhat * xhat).sum(axis=axes) / m)
+        )
+
+    def __repr__(self):
+        return f"BatchNorm({self.n_features})"
+
+
+class SoftmaxCrossEntropy:
+    """Softmax followed by cross-entropy, fused: the gradient is ``p - onehot``.
+
+    ``forward(scores, y, sample_weight=None)`` returns the (weighted) mean loss
+    as a Python float; ``backward()`` returns dLoss/dScores.
+    """
+
+    def forward(self, scores, y, sample_weight=None):
+        logp = log_softmax(scores)
+        n = len(y)
+        if sample_weight is None:
+            w = np.full(n, 1.0 / n, dtype=scores.dtype)
+        else:
+            w = (sample_weight / sample_weight.sum()).astype(scores.dtype)
+        self._cache = (logp, y, w)
+        return cross_entropy(logp, y, sample_weight)
+
+    def backward(self):
+        logp, y, w = self._cache
+        grad = np.exp(logp)  # the probabilities
+        grad[np.arange(len(y)), y] -= 1
+        grad *= w[:, None]
+        return grad
+
+    def clear_cache(self):
+        self._cache = None

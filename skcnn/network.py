@@ -1,0 +1,229 @@
+"""A network: a stack of layers built from a short description, plus its loss.
+
+``Network.forward`` takes images the way users hold them, ``(N, C, H, W)``,
+and turns them channels-last once at the entrance (free for one channel).
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .layers import (
+    BatchNorm,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool2D,
+    ReLU,
+    Rescale,
+    SoftmaxCrossEntropy,
+)
+
+__all__ = ["Architecture", "PRESETS", "Network"]
+
+#: Named architectures. "origin" is the origin project's network.
+PRESETS = {
+    "origin": dict(
+        conv_filters=(16, 32), kernel_size=3, hidden_layer_sizes=(100,), batch_norm=False, dropout=0.0
+    ),
+    "deep": dict(
+        conv_filters=((32, 32), (64, 64)),
+        kernel_size=3,
+        hidden_layer_sizes=(256,),
+        batch_norm=True,
+        dropout=0.3,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What to build.
+
+    Parameters
+    ----------
+    input_shape : (C, H, W)
+    n_classes : int
+    conv_filters : tuple
+        One entry per conv block; a block is convolutions (3x3 "same" padding,
+        each followed by ReLU, and by batch norm first if ``batch_norm``) and
+        then a 2x2 max pool. An int entry is one convolution with that many
+        filters; a tuple entry is several, e.g. ``((32, 32), (64, 64))``.
+    kernel_size : int
+        Odd kernel size of every convolution; padding is ``kernel_size // 2``.
+    hidden_layer_sizes : tuple of int
+        Dense layers after the conv blocks, each followed by ReLU (batch norm
+        before it and dropout after it when enabled).
+    batch_norm : bool
+    dropout : float
+        Dropout rate after each hidden dense layer.
+    """
+
+    input_shape: tuple
+    n_classes: int
+    conv_filters: tuple = PRESETS["origin"]["conv_filters"]
+    kernel_size: int = 3
+    hidden_layer_sizes: tuple = (100,)
+    batch_norm: bool = False
+    dropout: float = 0.0
+
+    @property
+    def blocks(self):
+        """conv_filters with every block as a tuple of filter counts."""
+        return tuple((b,) if np.isscalar(b) else tuple(b) for b in self.conv_filters)
+
+    def to_dict(self):
+        """JSON-friendly description (tuples become lists)."""
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        d["conv_filters"] = [list(b) for b in self.blocks]
+        d["hidden_layer_sizes"] = list(self.hidden_layer_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        d["conv_filters"] = tuple(tuple(b) for b in d["conv_filters"])
+        d["hidden_layer_sizes"] = tuple(d["hidden_layer_sizes"])
+        return cls(**d)
+
+
+def build_layers(arch, rng, dtype):
+    """The layer list for ``arch``, weights drawn from ``rng``."""
+    c, h, w = arch.input_shape
+    shape = (h, w, c)  # channels-last, one sample
+    k = arch.kernel_size
+    layers = [Rescale(dtype=dtype)]  # identity until the estimator sets it from data
+
+    def add(layer):
+        nonlocal shape
+        layers.append(layer)
+        shape = layer.output_shape(shape)
+
+    first = True
+    for block in arch.blocks:
+        for j, filters in enumerate(block):
+            add(
+                Conv2D(
+                    shape[-1], filters, k, padding=k // 2, rng=rng, dtype=dtype,
+                    input_grad=not first, bias=not arch.batch_norm,
+                )
+            )  # fmt: skip
+            first = False
+            if arch.batch_norm:
+                add(BatchNorm(filters, dtype=dtype))
+            if j < len(block) - 1:
+                add(ReLU())
+        # Pool before the block's last ReLU: max and ReLU commute, and ReLU on
+        # the pooled map touches 4x fewer values. Same function, same gradient.
+        add(MaxPool2D(2))
+        add(ReLU())
+    add(Flatten())
+    for units in arch.hidden_layer_sizes:
+        add(Dense(shape[0], units, rng=rng, dtype=dtype, bias=not arch.batch_norm))
+        if arch.batch_norm:
+            add(BatchNorm(units, dtype=dtype))
+        add(ReLU())
+        if arch.dropout:
+            add(Dropout(arch.dropout, rng=rng))
+    add(Dense(shape[0], arch.n_classes, rng=rng, dtype=dtype))
+    return layers
+
+
+class Network:
+    """A stack of layers with a softmax cross-entropy loss on top.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    dtype : float32 or float64
+        Everything is computed in this dtype; inputs are cast to it.
+    """
+
+    def __init__(self, layers, dtype=np.float32):
+        self.layers = layers
+        self.dtype = np.dtype(dtype)
+        self.loss_layer = SoftmaxCrossEntropy()
+
+    @classmethod
+    def from_architecture(cls, arch, rng, dtype=np.float32):
+        return cls(build_layers(arch, rng, dtype), dtype)
+
+    # -- computation ---------------------------------------------------------
+
+    def forward(self, x, training=False):
+        """Class scores (logits) of images ``x`` of shape (N, C, H, W)."""
+        x = np.asarray(x).astype(self.dtype, copy=False)
+        x = x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C), a view
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def loss(self, x, y, sample_weight=None):
+        """Forward in training mode; returns the mean loss and keeps what
+        :meth:`backward` needs. ``y`` holds class indices 0..n_classes-1."""
+        return self.loss_layer.forward(self.forward(x, training=True), y, sample_weight)
+
+    def backward(self):
+        """Backpropagate the last :meth:`loss`; fills every layer's ``grads``."""
+        grad = self.loss_layer.backward()
+        for layer in reversed(self.layers):
+            grad = layer.backward(grad)
+            if grad is None:  # the first conv skips its input gradient
+                break
+        return grad
+
+    def predict_scores(self, x, batch_size=512):
+        """Logits for ``x``, computed ``batch_size`` images at a time: every
+        intermediate array is bounded by the batch, so memory does not grow
+        with ``len(x)``."""
+        n = len(x)
+        out = None
+        for start in range(0, n, batch_size):
+            scores = self.forward(x[start : start + batch_size])
+            if out is None:
+                out = np.empty((n, scores.shape[1]), dtype=scores.dtype)
+            out[start : start + len(scores)] = scores
+        return out
+
+    # -- parameters ----------------------------------------------------------
+
+    def named_params(self):
+        """[(name, array)] for every learnable array, e.g. ("0.W", W)."""
+        return [(f"{i}.{k}", v) for i, layer in enumerate(self.layers) for k, v in layer.params.items()]
+
+    def params(self):
+        return [v for layer in self.layers for v in layer.params.values()]
+
+    def grads(self):
+        return [layer.grads[k] for layer in self.layers for k in layer.params]
+
+    def decay_mask(self):
+        """True for weights, False for biases and batch-norm scales/shifts."""
+        return [k == "W" for layer in self.layers for k in layer.params]
+
+    def state_dict(self):
+        """Copies of every learnable array and buffer, by name."""
+        state = {}
+        for i, layer in enumerate(self.layers):
+            for k, v in {**layer.params, **layer.buffers}.items():
+                state[f"{i}.{k}"] = v.copy()
+        return state
+
+    def load_state_dict(self, state):
+        """Copy arrays from ``state`` into the network (shapes must match)."""
+        for i, layer in enumerate(self.layers):
+            for k, v in {**layer.params, **layer.buffers}.items():
+                v[...] = state[f"{i}.{k}"]
+
+    def clear_cache(self):
+        """Drop activations and gradients kept from the last training step."""
+        for layer in self.layers:
+            layer.clear_cache()
+        self.loss_layer.clear_cache()
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Network([\n  {inner}\n], dtype={self.dtype.name})"

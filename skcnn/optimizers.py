@@ -1,0 +1,184 @@
+"""Optimizers: update rules that change parameter arrays in place.
+
+Every optimizer has one method, ``step(params, grads, decay=None)``: ``params``
+and ``grads`` are equally long lists of arrays (a dict of arrays works too,
+its values taken in order); ``decay`` says for each array whether weight
+decay applies (by default all do; networks pass True for weights only).
+
+Two kinds of weight decay, both off by default:
+
+* ``weight_decay`` (L2): ``weight_decay * p`` is added to the gradient before
+  the rule sees it -- the gradient of ``0.5 * weight_decay * ||p||^2``.
+* ``decoupled_weight_decay`` (as in AdamW): ``p -= lr * wd * p`` after the
+  rule, independent of the gradient's scaling.
+
+State (velocities, moment estimates) is created on the first step and kept
+per position in the list, so the same list order must be passed every time.
+"""
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "make_optimizer"]
+
+
+def _as_list(arrays):
+    return list(arrays.values()) if isinstance(arrays, dict) else list(arrays)
+
+
+class Optimizer:
+    """Base class. Subclasses implement ``_update(i, p, g)`` for one array."""
+
+    def __init__(self, lr=0.01, weight_decay=0.0, decoupled_weight_decay=0.0):
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.decoupled_weight_decay = decoupled_weight_decay
+        self.t = 0  # number of steps taken
+        self.state = []  # one tuple of arrays per parameter, made on the first step
+
+    def _init_state(self, p):
+        return ()
+
+    def step(self, params, grads, decay=None):
+        params, grads = _as_list(params), _as_list(grads)
+        if decay is None:
+            decay = [True] * len(params)
+        if not self.state:
+            self.state = [self._init_state(p) for p in params]
+        self.t += 1
+        for i, (p, g, d) in enumerate(zip(params, grads, decay)):
+            if d and self.weight_decay:
+                g = g + p.dtype.type(self.weight_decay) * p
+            self._update(i, p, g)
+            if d and self.decoupled_weight_decay:
+                p -= p.dtype.type(self.lr * self.decoupled_weight_decay) * p
+
+    def _update(self, i, p, g):
+        raise NotImplementedError
+
+    def state_arrays(self):
+        """All state arrays, flat (for saving and for measuring size)."""
+        return [a for s in self.state for a in s]
+
+    def __repr__(self):
+        return f"{type(self).__name__}(lr={self.lr})"
+
+
+class SGD(Optimizer):
+    """p -= lr * g"""
+
+    def _update(self, i, p, g):
+        p -= p.dtype.type(self.lr) * g
+
+
+class Momentum(Optimizer):
+    """Heavy ball: v = momentum * v - lr * g;  p += v"""
+
+    def __init__(self, lr=0.01, momentum=0.9, **kw):
+        super().__init__(lr, **kw)
+        self.momentum = momentum
+
+    def _init_state(self, p):
+        return (np.zeros_like(p),)
+
+    def _update(self, i, p, g):
+        (v,) = self.state[i]
+        v *= p.dtype.type(self.momentum)
+        v -= p.dtype.type(self.lr) * g
+        p += v
+
+
+class Nesterov(Momentum):
+    """Nesterov momentum: v = momentum * v - lr * g;  p += momentum * v - lr * g
+
+    The look-ahead form used by scikit-learn's MLP and by PyTorch: the step
+    applies the updated velocity once more, as if evaluated ahead.
+    """
+
+    def _update(self, i, p, g):
+        (v,) = self.state[i]
+        mu, lr = p.dtype.type(self.momentum), p.dtype.type(self.lr)
+        v *= mu
+        v -= lr * g
+        p += mu * v - lr * g
+
+
+class AdaGrad(Optimizer):
+    """G += g**2;  p -= lr * g / (sqrt(G) + eps)"""
+
+    def __init__(self, lr=0.01, epsilon=1e-8, **kw):
+        super().__init__(lr, **kw)
+        self.epsilon = epsilon
+
+    def _init_state(self, p):
+        return (np.zeros_like(p),)
+
+    def _update(self, i, p, g):
+        (s,) = self.state[i]
+        s += g * g
+        p -= p.dtype.type(self.lr) * g / (np.sqrt(s) + p.dtype.type(self.epsilon))
+
+
+class RMSProp(AdaGrad):
+    """s = rho * s + (1 - rho) * g**2;  p -= lr * g / (sqrt(s) + eps)"""
+
+    def __init__(self, lr=0.001, rho=0.9, epsilon=1e-8, **kw):
+        super().__init__(lr, epsilon, **kw)
+        self.rho = rho
+
+    def _update(self, i, p, g):
+        (s,) = self.state[i]
+        s *= p.dtype.type(self.rho)
+        s += p.dtype.type(1 - self.rho) * g * g
+        p -= p.dtype.type(self.lr) * g / (np.sqrt(s) + p.dtype.type(self.epsilon))
+
+
+class Adam(Optimizer):
+    """Adam with bias correction (Kingma & Ba), in PyTorch's arrangement:
+
+    m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g**2
+    p -= lr / (1 - b1**t) * m / (sqrt(v / (1 - b2**t)) + eps)
+    """
+
+    def __init__(self, lr=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **kw):
+        super().__init__(lr, **kw)
+        self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+
+    def _init_state(self, p):
+        return (np.zeros_like(p), np.zeros_like(p))
+
+    def _update(self, i, p, g):
+        m, v = self.state[i]
+        f = p.dtype.type
+        b1, b2, t = self.beta_1, self.beta_2, self.t
+        m *= f(b1)
+        m += f(1 - b1) * g
+        v *= f(b2)
+        v += f(1 - b2) * (g * g)
+        denom = np.sqrt(v)
+        denom *= f(1.0 / np.sqrt(1 - b2**t))
+        denom += f(self.epsilon)
+        p -= f(self.lr / (1 - b1**t)) * m / denom
+
+
+SOLVERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSProp,
+    "adam": Adam,
+}
+
+
+def make_optimizer(name, lr, *, momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **decay):
+    """Build an optimizer by its name in :data:`SOLVERS`; unused options are ignored."""
+    if name not in SOLVERS:
+        raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
+    cls = SOLVERS[name]
+    if cls in (Momentum, Nesterov):
+        return cls(lr, momentum=momentum, **decay)
+    if cls is Adam:
+        return cls(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **decay)
+    if cls in (AdaGrad, RMSProp):
+        return cls(lr, epsilon=epsilon, **decay)
+    return cls(lr, **decay)

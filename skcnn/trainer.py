@@ -1,0 +1,302 @@
+"""The training loop: epochs of shuffled minibatches, stopping rules, history.
+
+The stopping rules are scikit-learn's MLP rules, so the parameters mean the
+same thing: training stops when the training loss (or, with early stopping,
+the validation score) has not improved by ``tol`` for more than
+``n_iter_no_change`` consecutive epochs.
+
+Two things never leave a broken model behind:
+
+* Ctrl-C (SIGINT) finishes the current batch, then stops with a warning.
+* A non-finite loss or weight (divergence) restores the weights from the
+  start of that epoch, then stops with a warning saying what to change.
+"""
+
+import math
+import signal
+import sys
+import threading
+import time
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+
+__all__ = ["Trainer", "TrainingInterruptedWarning", "DivergenceWarning", "LEARNING_RATES"]
+
+LEARNING_RATES = ("constant", "adaptive", "cosine")
+
+
+class TrainingInterruptedWarning(UserWarning):
+    """Training was stopped by the user (Ctrl-C); the model is usable."""
+
+
+class DivergenceWarning(UserWarning):
+    """Training produced non-finite values; the last finite weights were kept."""
+
+
+class _Diverged(Exception):
+    pass
+
+
+@contextmanager
+def _interrupt_flag():
+    """Turn Ctrl-C into a flag the loop checks after each batch.
+
+    Only the main thread may install signal handlers; elsewhere (a worker
+    thread) the flag stays False and a KeyboardInterrupt is caught instead.
+    """
+    flag = {"set": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        flag["set"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _all_finite(arrays):
+    return all(np.isfinite(a).all() for a in arrays)
+
+
+class Trainer:
+    """Minibatch training of a :class:`~skcnn.network.Network`.
+
+    Parameters
+    ----------
+    network : Network
+    optimizer : Optimizer
+        Its ``lr`` is the initial learning rate; schedules change it in place.
+    batch_size : int
+    shuffle : bool
+        Reshuffle the samples every epoch (without replacement; the last,
+        smaller batch is kept).
+    tol, n_iter_no_change : float, int
+        Stopping rule, as in scikit-learn's MLP.
+    early_stopping : bool
+        Judge progress by the validation score passed to :meth:`fit` and
+        restore the weights of the best epoch at the end.
+    learning_rate : {"constant", "adaptive", "cosine"}
+        "adaptive" divides the rate by 5 whenever the stopping rule fires and
+        stops once it falls below 1e-6 (as MLP's); "cosine" decays it along
+        a half cosine to 0 over the epochs of one :meth:`fit` call.
+    augment : callable or None
+        ``augment(x_batch, rng)`` returns a transformed copy of a training
+        batch of images (N, C, H, W). Never used for prediction.
+    verbose : int
+        1: a line per epoch; 2: also a progress bar on stderr.
+
+    Attributes
+    ----------
+    loss_curve, validation_scores : list of float
+    best_loss, best_validation_score : float
+    n_iter : int
+        Completed epochs.
+    t : int
+        Training samples seen.
+    """
+
+    def __init__(
+        self,
+        network,
+        optimizer,
+        *,
+        batch_size,
+        shuffle=True,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        learning_rate="constant",
+        augment=None,
+        verbose=0,
+    ):
+        self.network = network
+        self.optimizer = optimizer
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.learning_rate = learning_rate
+        self.augment = augment
+        self.verbose = verbose
+        self.lr_init = optimizer.lr
+        self.loss_curve = []
+        self.validation_scores = []
+        self.best_loss = np.inf
+        self.best_validation_score = -np.inf
+        self.n_iter = 0
+        self.t = 0
+        self._no_improvement = 0
+        self._best_state = None
+
+    # -- one epoch -----------------------------------------------------------
+
+    def _epoch(self, x, y, sw, rng, interrupted, schedule):
+        """One pass over the data; returns the epoch's (weighted) mean loss."""
+        n = len(y)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        starts = range(0, n, self.batch_size)
+        net, opt = self.network, self.optimizer
+        decay = net.decay_mask()
+        total_loss = total_weight = 0.0
+        last_print = time.perf_counter()
+        for b, start in enumerate(starts):
+            idx = order[start : start + self.batch_size]
+            swb = None if sw is None else sw[idx]
+            weight = len(idx) if swb is None else float(swb.sum())
+            if weight > 0:  # a batch of zero-weight samples carries no information
+                xb = x[idx]
+                if self.augment is not None:
+                    xb = self.augment(xb, rng)
+                loss = net.loss(xb, y[idx], swb)
+                if not math.isfinite(loss):
+                    raise _Diverged(f"the loss became {loss}")
+                net.backward()
+                if schedule is not None:
+                    opt.lr = schedule(b / len(starts))
+                opt.step(net.params(), net.grads(), decay)
+                total_loss += loss * weight
+                total_weight += weight
+            self.t += len(idx)
+            if self.verbose >= 2 and (time.perf_counter() - last_print > 0.2 or b == len(starts) - 1):
+                last_print = time.perf_counter()
+                done = (b + 1) / len(starts)
+                bar = "#" * int(30 * done)
+                sys.stderr.write(f"\r  [{bar:<30}] {100 * done:5.1f}%  loss {total_loss / max(total_weight, 1e-300):.4f}")
+                sys.stderr.flush()
+            if interrupted["set"]:
+                break
+        if self.verbose >= 2:
+            sys.stderr.write("\n")
+        if not _all_finite(net.params()):
+            raise _Diverged("the weights became non-finite")
+        return total_loss / total_weight if total_weight else float("nan")
+
+    # -- the loop --------------------------------------------------------------
+
+    def fit(self, x, y, sample_weight, rng, max_epochs, validation=None):
+        """Train for up to ``max_epochs`` epochs.
+
+        Parameters
+        ----------
+        x : ndarray (N, C, H, W); y : int ndarray (N,) of class indices
+        sample_weight : ndarray (N,) or None
+        rng : numpy.random.Generator
+        max_epochs : int
+        validation : (x_val, y_val, sw_val) or None
+            Scored (weighted accuracy) after every epoch.
+
+        Returns
+        -------
+        reason : str
+            Why training stopped: "max_iter", "converged", "interrupted" or
+            "diverged".
+        """
+        reason = "max_iter"
+        with _interrupt_flag() as interrupted:
+            for epoch in range(max_epochs):
+                schedule = self._schedule(epoch, max_epochs)
+                snapshot = self.network.state_dict()
+                start = time.perf_counter()
+                try:
+                    loss = self._epoch(x, y, sample_weight, rng, interrupted, schedule)
+                except KeyboardInterrupt:  # raised outside the signal handler's reach
+                    interrupted["set"] = True
+                    loss = None
+                except _Diverged as exc:
+                    self.network.load_state_dict(snapshot)
+                    warnings.warn(
+                        f"Training diverged in epoch {self.n_iter + 1} ({exc}); the weights "
+                        "from the start of that epoch were kept. Lower learning_rate_init, "
+                        "or scale the input.",
+                        DivergenceWarning,
+                        stacklevel=3,
+                    )
+                    reason = "diverged"
+                    break
+                if interrupted["set"]:
+                    warnings.warn(
+                        f"Training interrupted during epoch {self.n_iter + 1}; the model keeps "
+                        "the weights after the last completed batch.",
+                        TrainingInterruptedWarning,
+                        stacklevel=3,
+                    )
+                    reason = "interrupted"
+                    break
+                self.n_iter += 1
+                self.loss_curve.append(loss)
+                message = f"Epoch {self.n_iter}: loss {loss:.6f}"
+                if validation is not None:
+                    score = self._score(*validation)
+                    self.validation_scores.append(score)
+                    message += f", validation score {score:.6f}"
+                if self.verbose:
+                    print(f"{message}, {time.perf_counter() - start:.2f} s", flush=True)
+                if self._update_stopping(validation is not None):
+                    reason = "converged"
+                    break
+        if self.early_stopping and self._best_state is not None:
+            self.network.load_state_dict(self._best_state)
+        self.network.clear_cache()
+        return reason
+
+    def _schedule(self, epoch, max_epochs):
+        if self.learning_rate != "cosine":
+            return None
+        lr0 = self.lr_init
+
+        def cosine(fraction_of_epoch):
+            progress = (epoch + fraction_of_epoch) / max_epochs
+            return lr0 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return cosine
+
+    def _score(self, x, y, sw):
+        pred = self.network.predict_scores(x).argmax(axis=1)
+        return float(np.average(pred == y, weights=sw))
+
+    def _update_stopping(self, validating):
+        """MLP's rule; returns True when training should stop."""
+        if validating and self.early_stopping:
+            score = self.validation_scores[-1]
+            if score < self.best_validation_score + self.tol:
+                self._no_improvement += 1
+            else:
+                self._no_improvement = 0
+            if score > self.best_validation_score:
+                self.best_validation_score = score
+                self._best_state = self.network.state_dict()
+        else:
+            loss = self.loss_curve[-1]
+            if loss > self.best_loss - self.tol:
+                self._no_improvement += 1
+            else:
+                self._no_improvement = 0
+            self.best_loss = min(self.best_loss, loss)
+        if self._no_improvement <= self.n_iter_no_change:
+            return False
+        if self.learning_rate == "adaptive" and self.optimizer.lr / 5 >= 1e-6:
+            self.optimizer.lr /= 5
+            self._no_improvement = 0
+            if self.verbose:
+                print(f"Learning rate lowered to {self.optimizer.lr:g}", flush=True)
+            return False
+        if self.verbose:
+            what = "Validation score" if self.early_stopping else "Training loss"
+            print(
+                f"{what} did not improve more than tol={self.tol} for "
+                f"{self.n_iter_no_change} consecutive epochs. Stopping.",
+                flush=True,
+            )
+        return True
+
+    def drop_best_state(self):
+        """Forget the best-epoch copy (it is only needed while fitting)."""
+        self._best_state = None

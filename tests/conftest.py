@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from skcnn.functions import numerical_gradient
+
+
+def rel_error(a, b):
+    """Relative error between two arrays, by norms (0 when both are 0)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
+
+
+def check_layer_gradients(layer, x, rng, tol=1e-6):
+    """Compare a layer's backward with central differences of sum(out * R).
+
+    Checks the input gradient (when the layer computes one) and every
+    parameter gradient; returns the worst relative error.
+    """
+    out = layer.forward(x, training=True)
+    r = rng.standard_normal(out.shape)
+
+    def f():
+        return float(np.sum(layer.forward(x, training=True) * r))
+
+    layer.forward(x, training=True)
+    dx = layer.backward(r.copy())
+    grads = {k: g.copy() for k, g in layer.grads.items()}
+    errors = {}
+    if dx is not None:
+        errors["x"] = rel_error(dx, numerical_gradient(f, x))
+    for name, p in layer.params.items():
+        errors[name] = rel_error(grads[name], numerical_gradient(f, p))
+    for name, err in errors.items():
+        assert err < tol, f"{layer!r}: gradient of {name} off by {err:.2e}"
+    return errors
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

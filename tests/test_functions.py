@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from skcnn.functions import (
+    col2im,
+    conv_output_size,
+    cross_entropy,
+    im2col,
+    log_softmax,
+    numerical_gradient,
+    softmax,
+)
+
+
+def naive_conv(x, w, b, stride, pad):
+    """Obvious loops: x (N, H, W, C), w (F, K, K, C) -> (N, OH, OW, F)."""
+    n, h, wd, c = x.shape
+    f, k, _, _ = w.shape
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    oh = (h + 2 * pad - k) // stride + 1
+    ow = (wd + 2 * pad - k) // stride + 1
+    out = np.zeros((n, oh, ow, f))
+    for i in range(n):
+        for y in range(oh):
+            for xx in range(ow):
+                patch = xp[i, y * stride : y * stride + k, xx * stride : xx * stride + k, :]
+                for j in range(f):
+                    out[i, y, xx, j] = np.sum(patch * w[j]) + b[j]
+    return out
+
+
+@pytest.mark.parametrize(
+    "shape,k,stride,pad",
+    [((2, 7, 5, 3), 3, 1, 1), ((1, 9, 9, 2), 3, 2, 0), ((3, 6, 8, 1), 5, 1, 2), ((2, 1, 1, 4), 3, 1, 1)],
+)
+def test_im2col_conv_matches_naive_loops(shape, k, stride, pad, rng):
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((4, k, k, shape[3]))
+    b = rng.standard_normal(4)
+    n = shape[0]
+    oh = conv_output_size(shape[1], k, stride, pad)
+    ow = conv_output_size(shape[2], k, stride, pad)
+    fast = (im2col(x, k, k, stride, pad) @ w.reshape(4, -1).T + b).reshape(n, oh, ow, 4)
+    np.testing.assert_allclose(fast, naive_conv(x, w, b, stride, pad), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride,pad", [(1, 0), (1, 1), (2, 1), (2, 2)])
+def test_col2im_is_the_adjoint_of_im2col(stride, pad, rng):
+    # <im2col(x), c> == <x, col2im(c)> for all x, c defines the adjoint.
+    x = rng.standard_normal((2, 7, 6, 3))
+    cols = im2col(x, 3, 3, stride, pad)
+    c = rng.standard_normal(cols.shape)
+    lhs = np.sum(cols * c)
+    rhs = np.sum(x * col2im(c, x.shape, 3, 3, stride, pad))
+    assert abs(lhs - rhs) < 1e-9 * abs(lhs)
+
+
+def test_im2col_writes_into_a_given_buffer(rng):
+    x = rng.standard_normal((2, 5, 5, 2)).astype(np.float32)
+    buf = np.empty((2 * 25, 18), dtype=np.float32)
+    out = im2col(x, 3, 3, 1, 1, out=buf)
+    assert out is buf
+    np.testing.assert_array_equal(buf, im2col(x, 3, 3, 1, 1))
+
+
+def test_conv_output_size_rejects_a_kernel_that_does_not_fit():
+    with pytest.raises(ValueError, match="does not fit"):
+        conv_output_size(2, 5, 1, 0)
+
+
+def test_softmax_never_overflows():
+    z = np.array([[1000.0, 0.0, -1000.0], [-1e30, -1e30, -1e30]])
+    p = softmax(z)
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(p[0], [1.0, 0.0, 0.0])
+    lp = log_softmax(z)
+    assert np.all(np.isfinite(lp))
+    np.testing.assert_allclose(lp[0], [0.0, -1000.0, -2000.0])
+    np.testing.assert_allclose(np.exp(lp), p)
+
+
+def test_softmax_keeps_float32():
+    z = np.ones((2, 3), dtype=np.float32)
+    assert softmax(z).dtype == np.float32
+    assert log_softmax(z).dtype == np.float32
+
+
+def test_cross_entropy_weights_count_like_repeated_samples(rng):
+    lp = log_softmax(rng.standard_normal((5, 3)))
+    y = np.array([0, 2, 1, 1, 0])
+    w = np.array([2, 0, 1, 3, 1])
+    repeated = np.repeat(np.arange(5), w)
+    assert cross_entropy(lp, y, w) == pytest.approx(cross_entropy(lp[repeated], y[repeated]))
+    assert cross_entropy(lp, y) == pytest.approx(-lp[np.arange(5), y].mean())
+
+
+def test_numerical_gradient_of_a_known_function(rng):
+    x = rng.standard_normal((3, 4))
+    g = numerical_gradient(lambda: float(np.sum(x**3)), x)
+    np.testing.assert_allclose(g, 3 * x**2, rtol=1e-7)
