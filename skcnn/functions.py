@@ -39,7 +39,7 @@ def pad_images(x, pad, value=0.0):
     return np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=value)
 
 
-def im2col(x, kh, kw, stride=1, pad=0, out=None):
+def im2col(x, kh, kw, stride=1, pad=0):
     """Lower a convolution's input to a matrix: one row per output pixel.
 
     Parameters
@@ -48,14 +48,15 @@ def im2col(x, kh, kw, stride=1, pad=0, out=None):
     kh, kw : int
         Kernel height and width.
     stride, pad : int
-    out : ndarray, optional
-        Buffer of shape (N*OH*OW, KH*KW*C) and x's dtype to write into.
 
     Returns
     -------
     cols : ndarray of shape (N*OH*OW, KH*KW*C)
         Row ``(n, i, j)`` holds the window under output pixel ``(i, j)`` of
-        image ``n``, ordered (ky, kx, channel).
+        image ``n``, ordered (ky, kx, channel). For one channel the matrix is
+        stored column-major (a transposed view): the copy then moves runs of
+        OW pixels instead of runs of 3, about 4x faster, and BLAS takes either
+        order at no cost.
     """
     n, h, w, c = x.shape
     oh = conv_output_size(h, kh, stride, pad)
@@ -64,13 +65,16 @@ def im2col(x, kh, kw, stride=1, pad=0, out=None):
     # (N, H', W', C, KH, KW): a strided view, no copy yet
     win = sliding_window_view(xp, (kh, kw), axis=(1, 2))
     win = win[:, : (oh - 1) * stride + 1 : stride, : (ow - 1) * stride + 1 : stride]
+    if c == 1:
+        cols_t = np.empty((kh * kw, n * oh * ow), dtype=x.dtype)
+        # (N, OH, OW, 1, KH, KW) -> (KH, KW, N, OH, OW)
+        np.copyto(cols_t.reshape(kh, kw, n, oh, ow), win[:, :, :, 0].transpose(3, 4, 0, 1, 2))
+        return cols_t.T
+    cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
     # (N, OH, OW, C, KH, KW) -> (N, OH, OW, KH, KW, C): channels stay innermost,
-    # so the one copy below reads contiguous runs of C values.
-    win = win.transpose(0, 1, 2, 4, 5, 3)
-    if out is None:
-        out = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
-    np.copyto(out.reshape(n, oh, ow, kh, kw, c), win)
-    return out
+    # so the one copy reads contiguous runs of C values.
+    np.copyto(cols.reshape(n, oh, ow, kh, kw, c), win.transpose(0, 1, 2, 4, 5, 3))
+    return cols
 
 
 def col2im(cols, x_shape, kh, kw, stride=1, pad=0):

@@ -1,0 +1,232 @@
+"""Image data sets: MNIST and Fashion-MNIST through OpenML, IDX files, digits.
+
+Every loader returns float32 images scaled to [0, 1] and int64 labels:
+``X_train, X_test, y_train, y_test``, with X of shape ``(n, 784)`` (flat,
+the default, as scikit-learn passes data around) or ``(n, 1, 28, 28)``
+(``shape="images"``).
+"""
+
+import gzip
+import os
+import socket
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "load_mnist",
+    "load_fashion_mnist",
+    "load_idx",
+    "load_idx_dataset",
+    "load_digits_images",
+    "DatasetUnavailableError",
+    "DEBIAN_FASHION_MNIST",
+]
+
+#: Where Debian's package dataset-fashion-mnist puts the IDX files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+#: OpenML data ids (a fixed version, not "active", so results do not drift).
+OPENML_IDS = {"mnist": 554, "fashion-mnist": 40996}
+
+# IDX type codes -> big-endian dtypes (http://yann.lecun.com/exdb/mnist/ format)
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DatasetUnavailableError(OSError):
+    """A data set could not be downloaded and is not cached."""
+
+
+def _shape_images(x, shape):
+    if shape == "flat":
+        return x.reshape(len(x), -1)
+    if shape == "images":
+        return x.reshape(len(x), 1, 28, 28) if x.ndim == 2 else x[:, None]
+    raise ValueError(f"shape must be 'flat' or 'images'; got {shape!r}")
+
+
+def _to_unit_float32(pixels):
+    return (np.asarray(pixels, dtype=np.float32) / np.float32(255.0)).astype(np.float32, copy=False)
+
+
+def _standard_split(X, y):
+    """The first 6/7 of the rows train, the rest test: 60,000 / 10,000 for
+    the 70,000 rows of MNIST and Fashion-MNIST (OpenML keeps their order)."""
+    n_train = round(len(X) * 6 / 7)
+    return X[:n_train], X[n_train:], y[:n_train], y[n_train:]
+
+
+def _fetch(name, data_home, shape):
+    from sklearn.datasets import fetch_openml
+
+    try:
+        bunch = fetch_openml(
+            data_id=OPENML_IDS[name],
+            data_home=data_home,
+            as_frame=False,
+            parser="liac-arff",  # no pandas needed
+            n_retries=1,
+            delay=0.5,
+        )
+    except (urllib.error.URLError, socket.error, TimeoutError) as exc:
+        where = data_home or "scikit-learn's data home (~/scikit_learn_data)"
+        raise DatasetUnavailableError(
+            f"Could not download {name} from OpenML ({exc}) and it is not cached in "
+            f"{where}. Connect to the internet once (it is cached afterwards), pass "
+            "data_home= pointing at a folder that holds the OpenML cache, or load the "
+            "original IDX files with skcnn.datasets.load_idx_dataset(folder)."
+        ) from exc
+    X = _to_unit_float32(bunch.data)
+    y = np.asarray(bunch.target).astype(np.int64)
+    X_train, X_test, y_train, y_test = _standard_split(X, y)
+    return _shape_images(X_train, shape), _shape_images(X_test, shape), y_train, y_test
+
+
+def load_mnist(data_home=None, shape="flat"):
+    """MNIST handwritten digits through ``sklearn.datasets.fetch_openml``.
+
+    Downloaded once (about 15 MB) and cached under ``data_home``.
+
+    Parameters
+    ----------
+    data_home : str or path, default=None
+        scikit-learn's data folder; None uses ``~/scikit_learn_data``.
+    shape : {"flat", "images"}, default="flat"
+        ``(n, 784)`` or ``(n, 1, 28, 28)``.
+
+    Returns
+    -------
+    X_train, X_test : float32 ndarrays in [0, 1], 60,000 and 10,000 images
+    y_train, y_test : int64 ndarrays of digits 0-9
+
+    Raises
+    ------
+    DatasetUnavailableError
+        When OpenML cannot be reached and nothing is cached; it says how to
+        fix it.
+    """
+    return _fetch("mnist", data_home, shape)
+
+
+def load_fashion_mnist(data_home=None, shape="flat", local_dir=DEBIAN_FASHION_MNIST):
+    """Fashion-MNIST (Zalando's 28x28 clothing images, 10 classes).
+
+    Reads the IDX files in ``local_dir`` when they are there (Debian:
+    ``apt-get install dataset-fashion-mnist``); otherwise fetches through
+    OpenML like :func:`load_mnist`. Same returns and parameters, plus:
+
+    Parameters
+    ----------
+    local_dir : str or path or None
+        Folder with the four original IDX files; None always uses OpenML.
+    """
+    if local_dir is not None and _find_idx(Path(local_dir), "train", "images") is not None:
+        return load_idx_dataset(local_dir, shape=shape)
+    return _fetch("fashion-mnist", data_home, shape)
+
+
+def load_idx(path):
+    """Read one IDX file (the original MNIST format), gzipped or not.
+
+    Parameters
+    ----------
+    path : str or path
+
+    Returns
+    -------
+    ndarray
+        With the file's dimensions and its element type in native byte order.
+
+    Raises
+    ------
+    ValueError
+        A bad magic number, an unknown element type, or a size that does not
+        match the dimensions in the header (a truncated file).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: corrupt gzip data ({exc})") from exc
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    type_code, ndim = raw[2], raw[3]
+    if type_code not in _IDX_TYPES:
+        raise ValueError(f"{path}: unknown IDX element type 0x{type_code:02x}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(_IDX_TYPES[type_code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise ValueError(
+            f"{path}: the header promises {dims} values ({expected} bytes) but the file "
+            f"holds {len(raw) - header} bytes of data; it is truncated or corrupt"
+        )
+    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return data.astype(dtype.newbyteorder("="))
+
+
+def _find_idx(folder, split, kind):
+    prefix = "t10k" if split == "test" else "train"
+    suffix = "idx3-ubyte" if kind == "images" else "idx1-ubyte"
+    for name in (f"{prefix}-{kind}-{suffix}", f"{prefix}-{kind}.{suffix}"):
+        for ext in ("", ".gz"):
+            candidate = folder / (name + ext)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_idx_dataset(folder, shape="flat"):
+    """Load the four standard IDX files (train/t10k images and labels) in ``folder``.
+
+    Works for MNIST, Fashion-MNIST and any data set in that layout. Returns
+    the same as :func:`load_mnist`.
+    """
+    folder = Path(folder)
+    parts = []
+    for split in ("train", "test"):
+        images, labels = _find_idx(folder, split, "images"), _find_idx(folder, split, "labels")
+        if images is None or labels is None:
+            raise FileNotFoundError(
+                f"{folder} lacks the {split} IDX files (expected e.g. "
+                f"{'t10k' if split == 'test' else 'train'}-images-idx3-ubyte[.gz] and "
+                "...-labels-idx1-ubyte[.gz])"
+            )
+        x, y = load_idx(images), load_idx(labels).astype(np.int64)
+        if len(x) != len(y):
+            raise ValueError(f"{images.name} has {len(x)} images but {labels.name} {len(y)} labels")
+        parts.append((_shape_images(_to_unit_float32(x), shape), y))
+    (X_train, y_train), (X_test, y_test) = parts
+    return X_train, X_test, y_train, y_test
+
+
+def load_digits_images(shape="images", test_size=0.25, random_state=0):
+    """scikit-learn's bundled 8x8 digits, scaled to [0, 1], split stratified.
+
+    Always available offline. ``shape`` as above (``(n, 1, 8, 8)`` or
+    ``(n, 64)``). Returns ``X_train, X_test, y_train, y_test``.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    X = (digits.images / 16.0).astype(np.float32)
+    X = X[:, None] if shape == "images" else X.reshape(len(X), -1)
+    if shape not in ("images", "flat"):
+        raise ValueError(f"shape must be 'flat' or 'images'; got {shape!r}")
+    return train_test_split(
+        X, digits.target.astype(np.int64), test_size=test_size, random_state=random_state,
+        stratify=digits.target,
+    )  # fmt: skip
+
+
+def data_home_from_env():
+    """``SKCNN_DATA_HOME`` if set, else None (scikit-learn's default)."""
+    return os.environ.get("SKCNN_DATA_HOME") or None
