@@ -13,7 +13,6 @@ __all__ = [
     "conv_output_size",
     "pad_images",
     "im2col",
-    "col2im",
     "softmax",
     "log_softmax",
     "cross_entropy",
@@ -75,28 +74,6 @@ def im2col(x, kh, kw, stride=1, pad=0):
     # so the one copy reads contiguous runs of C values.
     np.copyto(cols.reshape(n, oh, ow, kh, kw, c), win.transpose(0, 1, 2, 4, 5, 3))
     return cols
-
-
-def col2im(cols, x_shape, kh, kw, stride=1, pad=0):
-    """Adjoint of :func:`im2col`: add each row's window back onto the image.
-
-    A loop over the KH*KW kernel offsets (9 for a 3x3 kernel), each a single
-    vectorised strided add; never a loop over pixels and never ``np.add.at``.
-    """
-    n, h, w, c = x_shape
-    oh = conv_output_size(h, kh, stride, pad)
-    ow = conv_output_size(w, kw, stride, pad)
-    dx = np.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=cols.dtype)
-    # (N*OH*OW, KH*KW*C) -> (N, OH, OW, KH, KW, C)
-    cols = cols.reshape(n, oh, ow, kh, kw, c)
-    for ky in range(kh):
-        for kx in range(kw):
-            dx[:, ky : ky + stride * oh : stride, kx : kx + stride * ow : stride] += cols[
-                :, :, :, ky, kx
-            ]
-    if pad:
-        dx = dx[:, pad:-pad, pad:-pad]
-    return dx
 
 
 def log_softmax(z):

@@ -4,6 +4,7 @@
 and turns them channels-last once at the entrance (free for one channel).
 """
 
+import copy
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from .layers import (
     Rescale,
     SoftmaxCrossEntropy,
 )
+from .parallel import worker_pool
 
 __all__ = ["Architecture", "PRESETS", "Network"]
 
@@ -178,15 +180,49 @@ class Network:
     def predict_scores(self, x, batch_size=512):
         """Logits for ``x``, computed ``batch_size`` images at a time: every
         intermediate array is bounded by the batch, so memory does not grow
-        with ``len(x)``."""
+        with ``len(x)``. Batches run two at a time on two cores (prediction
+        caches nothing, so they can share this network)."""
         n = len(x)
         out = None
-        for start in range(0, n, batch_size):
-            scores = self.forward(x[start : start + batch_size])
-            if out is None:
-                out = np.empty((n, scores.shape[1]), dtype=scores.dtype)
-            out[start : start + len(scores)] = scores
+
+        def run(start):
+            return start, self.forward(x[start : start + batch_size])
+
+        with worker_pool() as pool:
+            starts = range(0, n, batch_size)
+            for start, scores in map(run, starts) if pool is None else pool.map(run, starts):
+                if out is None:
+                    out = np.empty((n, scores.shape[1]), dtype=scores.dtype)
+                out[start : start + len(scores)] = scores
         return out
+
+    def replicas(self, n, rng):
+        """``n`` networks that share this one's weights (the same arrays) but
+        have their own caches and gradients, their own dropout random stream
+        (spawned from ``rng``) and their own copy of batch-norm statistics:
+        each can train on a micro-batch in its own thread."""
+        out = []
+        for child in rng.spawn(n):
+            layers = []
+            for layer in self.layers:
+                clone = copy.copy(layer)  # shallow: clone.params is layer.params
+                clone._cache, clone.grads = None, {}
+                clone.buffers = {k: v.copy() for k, v in layer.buffers.items()}
+                if isinstance(clone, Dropout):
+                    clone.rng = child
+                layers.append(clone)
+            out.append(Network(layers, self.dtype))
+        return out
+
+    def merge_buffers(self, replicas, used):
+        """Set every buffer (batch-norm running statistics) to its mean over
+        the replicas in ``used``, here and in all ``replicas``."""
+        for i, layer in enumerate(self.layers):
+            for k, v in layer.buffers.items():
+                copies = [r.layers[i].buffers[k] for r in used]
+                v[...] = sum(copies[1:], copies[0].copy()) / v.dtype.type(len(copies))
+                for r in replicas:
+                    r.layers[i].buffers[k][...] = v
 
     # -- parameters ----------------------------------------------------------
 

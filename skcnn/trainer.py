@@ -22,6 +22,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from .parallel import MAX_THREADS, worker_pool
+
 __all__ = ["Trainer", "TrainingInterruptedWarning", "DivergenceWarning", "LEARNING_RATES"]
 
 LEARNING_RATES = ("constant", "adaptive", "cosine")
@@ -138,30 +140,62 @@ class Trainer:
 
     # -- one epoch -----------------------------------------------------------
 
-    def _epoch(self, x, y, sw, rng, interrupted, schedule):
+    def _step(self, xb, yb, swb, replicas, pool):
+        """Loss and gradient of one batch, then one optimizer step.
+
+        The batch is cut into one micro-batch per replica; the replicas run
+        forward and backward side by side (on two cores when ``pool`` is
+        given) and their gradients are summed, weighted by their share of the
+        batch's weight: the gradient of the whole batch's mean loss. The split
+        is the same with one thread or two, so results do not depend on it.
+        """
+        bounds = np.linspace(0, len(yb), len(replicas) + 1).astype(int)
+        work = []
+        for replica, a, b in zip(replicas, bounds[:-1], bounds[1:]):
+            sw_part = None if swb is None else swb[a:b]
+            weight = (b - a) if sw_part is None else float(sw_part.sum())
+            if weight > 0:
+                work.append((replica, xb[a:b], yb[a:b], sw_part, weight))
+
+        def run(item):
+            replica, x_part, y_part, sw_part, _ = item
+            loss = replica.loss(x_part, y_part, sw_part)
+            replica.backward()
+            return loss
+
+        losses = list(map(run, work) if pool is None else pool.map(run, work))
+        total = sum(item[-1] for item in work)
+        loss = sum(l * item[-1] for l, item in zip(losses, work)) / total
+        if not math.isfinite(loss):
+            raise _Diverged(f"the loss became {loss}")
+        used = [item[0] for item in work]
+        grads = used[0].grads()
+        if len(used) > 1:
+            dtype = grads[0].dtype.type
+            shares = [dtype(item[-1] / total) for item in work]
+            per_replica = [r.grads() for r in used]
+            grads = [sum(s * g[i] for s, g in zip(shares, per_replica)) for i in range(len(grads))]
+        self.optimizer.step(self.network.params(), grads, self.network.decay_mask())
+        self.network.merge_buffers(replicas, used)
+        return loss, total
+
+    def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool):
         """One pass over the data; returns the epoch's (weighted) mean loss."""
         n = len(y)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         starts = range(0, n, self.batch_size)
-        net, opt = self.network, self.optimizer
-        decay = net.decay_mask()
         total_loss = total_weight = 0.0
         last_print = time.perf_counter()
         for b, start in enumerate(starts):
             idx = order[start : start + self.batch_size]
             swb = None if sw is None else sw[idx]
-            weight = len(idx) if swb is None else float(swb.sum())
-            if weight > 0:  # a batch of zero-weight samples carries no information
+            if swb is None or swb.any():  # zero-weight samples carry no information
                 xb = x[idx]
                 if self.augment is not None:
                     xb = self.augment(xb, rng)
-                loss = net.loss(xb, y[idx], swb)
-                if not math.isfinite(loss):
-                    raise _Diverged(f"the loss became {loss}")
-                net.backward()
                 if schedule is not None:
-                    opt.lr = schedule(b / len(starts))
-                opt.step(net.params(), net.grads(), decay)
+                    self.optimizer.lr = schedule(b / len(starts))
+                loss, weight = self._step(xb, y[idx], swb, replicas, pool)
                 total_loss += loss * weight
                 total_weight += weight
             self.t += len(idx)
@@ -169,13 +203,14 @@ class Trainer:
                 last_print = time.perf_counter()
                 done = (b + 1) / len(starts)
                 bar = "#" * int(30 * done)
-                sys.stderr.write(f"\r  [{bar:<30}] {100 * done:5.1f}%  loss {total_loss / max(total_weight, 1e-300):.4f}")
+                mean = total_loss / max(total_weight, 1e-300)
+                sys.stderr.write(f"\r  [{bar:<30}] {100 * done:5.1f}%  loss {mean:.4f}")
                 sys.stderr.flush()
             if interrupted["set"]:
                 break
         if self.verbose >= 2:
             sys.stderr.write("\n")
-        if not _all_finite(net.params()):
+        if not _all_finite(self.network.params()):
             raise _Diverged("the weights became non-finite")
         return total_loss / total_weight if total_weight else float("nan")
 
@@ -200,13 +235,17 @@ class Trainer:
             "diverged".
         """
         reason = "max_iter"
+        replicas = self.network.replicas(MAX_THREADS, rng)
         with _interrupt_flag() as interrupted:
             for epoch in range(max_epochs):
                 schedule = self._schedule(epoch, max_epochs)
                 snapshot = self.network.state_dict()
                 start = time.perf_counter()
                 try:
-                    loss = self._epoch(x, y, sample_weight, rng, interrupted, schedule)
+                    with worker_pool() as pool:
+                        loss = self._epoch(
+                            x, y, sample_weight, rng, interrupted, schedule, replicas, pool
+                        )
                 except KeyboardInterrupt:  # raised outside the signal handler's reach
                     interrupted["set"] = True
                     loss = None
