@@ -8,5 +8,6 @@ The package reads bottom-up: :mod:`skcnn.functions` (array math) ->
 __version__ = "0.1.0"
 
 from .estimator import CNNClassifier  # noqa: E402
+from .persistence import ParameterFileError  # noqa: E402
 
-__all__ = ["CNNClassifier", "__version__"]
+__all__ = ["CNNClassifier", "ParameterFileError", "__version__"]

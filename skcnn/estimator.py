@@ -2,6 +2,7 @@
 
 import numbers
 from contextlib import contextmanager
+from dataclasses import replace
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -12,8 +13,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .augmentation import Augmenter
 from .functions import log_softmax, softmax
+from . import __version__
 from .network import PRESETS, Architecture, Network
 from .optimizers import SOLVERS, make_optimizer
+from .persistence import ParameterFileError, load_network, save_network
 from .trainer import LEARNING_RATES, Trainer
 
 __all__ = ["CNNClassifier"]
@@ -444,12 +447,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         y_idx = self._encode_labels(y, sw, fresh, incremental, classes)
 
         if fresh:
-            self._rng = np.random.default_rng(
-                check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            )
-            arch = self._architecture(self.input_shape_, len(self.classes_))
-            self.network_ = Network.from_architecture(arch, self._rng, X.dtype)
+            self._rng = self._new_rng()
+            self._arch = self._architecture(self.input_shape_, len(self.classes_))
+            self.network_ = Network.from_architecture(self._arch, self._rng, X.dtype)
             self._set_input_scaling(X, sw)
+        if fresh or not hasattr(self, "_trainer"):  # also after load_params
+            if not hasattr(self, "_rng"):
+                self._rng = self._new_rng()
             optimizer = make_optimizer(
                 self.solver,
                 self.learning_rate_init,
@@ -461,6 +465,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 decoupled_weight_decay=self.weight_decay,
             )
             self._trainer = Trainer(self.network_, optimizer, batch_size=1)
+            if not fresh:  # a loaded network: its history goes on
+                self._trainer.n_iter = self.n_iter_
+                self._trainer.loss_curve = list(self.loss_curve_)
         trainer = self._configure_trainer(len(y), incremental)
 
         validation = None
@@ -478,6 +485,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.validation_scores_ = list(trainer.validation_scores) if early else None
         self.best_validation_score_ = trainer.best_validation_score if early else None
         self.best_loss_ = None if early else trainer.best_loss
+
+    def _new_rng(self):
+        """The one generator every random number of a fit comes from."""
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        return np.random.default_rng(seed)
 
     def _encode_labels(self, y, sw, fresh, incremental, classes):
         """Class indices 0..n_classes-1 for y; sets classes_ on a fresh fit."""
@@ -550,6 +562,92 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         sw_train = None if sw is None else sw[train]
         sw_val = None if sw is None else sw[val]
         return X[train], y_idx[train], sw_train, (X[val], y_idx[val], sw_val)
+
+    # -- parameter files ---------------------------------------------------------
+
+    def save_params(self, path):
+        """Save the fitted network to a parameter file (``.npz``, no pickle).
+
+        The file holds the weights, the batch-norm and input-scaling
+        statistics, the class labels and a JSON description of the
+        architecture; :meth:`load_params` restores a model that predicts
+        identically. Unlike ``joblib.dump`` it holds no optimizer state and
+        can be loaded from an untrusted source: loading never runs code.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        check_is_fitted(self)
+        extra = {
+            "skcnn_version": __version__,
+            "n_iter": self.n_iter_,
+            "loss_curve": [float(v) for v in self.loss_curve_],
+        }
+        if hasattr(self, "feature_names_in_"):
+            extra["feature_names_in"] = [str(v) for v in self.feature_names_in_]
+        save_network(path, self.network_, self._arch, self.classes_, extra)
+
+    @classmethod
+    def from_params_file(cls, path, **params):
+        """A new estimator with the architecture stored in ``path``, loaded.
+
+        ``params`` set any other parameters (e.g. for further training).
+        Use this when you do not know the file's architecture; otherwise
+        ``CNNClassifier(...).load_params(path)``.
+        """
+        _, arch, _, _ = load_network(path)
+        fields = {
+            name: getattr(arch, name)
+            for name in ("conv_filters", "kernel_size", "hidden_layer_sizes", "batch_norm", "dropout")
+        }
+        return cls(**{**fields, **params}).load_params(path)
+
+    def load_params(self, path):
+        """Load a parameter file written by :meth:`save_params`.
+
+        The estimator's architecture parameters (``architecture``,
+        ``conv_filters``, ``hidden_layer_sizes``, ...) must describe the
+        network in the file, and ``input_shape``, when set, its input; a
+        mismatched, truncated or corrupt file raises ``ValueError`` and
+        leaves the estimator exactly as it was. Training can go on with
+        ``partial_fit`` or ``warm_start`` (with a fresh optimizer).
+
+        Parameters
+        ----------
+        path : str or path-like
+
+        Returns
+        -------
+        self
+        """
+        with _unchanged_on_error(self):
+            self._check_params()
+            network, arch, classes, extra = load_network(path)
+            wanted = self._architecture(arch.input_shape, arch.n_classes)
+            if self.input_shape is not None:
+                wanted = replace(wanted, input_shape=self._resolve_input_shape(
+                    int(np.prod(self.input_shape)), None))  # fmt: skip
+            if wanted != arch:
+                raise ParameterFileError(
+                    f"{path} holds a network {arch.to_dict()}, but this estimator's parameters "
+                    f"describe {wanted.to_dict()}. Create the estimator with matching "
+                    "architecture parameters, e.g. CNNClassifier(architecture=..., conv_filters=...)."
+                )
+            for name in ("_trainer", "_rng", "feature_names_in_"):
+                self.__dict__.pop(name, None)
+            self.network_, self._arch = network, arch
+            self.classes_ = classes
+            self.input_shape_ = tuple(arch.input_shape)
+            self.n_features_in_ = int(np.prod(arch.input_shape))
+            if "feature_names_in" in extra:
+                self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
+            self.n_iter_ = int(extra.get("n_iter", 0))
+            self.t_ = 0
+            self.loss_curve_ = list(extra.get("loss_curve", []))
+            self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
+            self.validation_scores_ = self.best_validation_score_ = None
+        return self
 
     # -- prediction --------------------------------------------------------------
 

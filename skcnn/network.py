@@ -70,25 +70,38 @@ class Architecture:
     batch_norm: bool = False
     dropout: float = 0.0
 
+    def __post_init__(self):
+        # One canonical form, so that equal architectures compare equal:
+        # (16, 32) and ((16,), (32,)) describe the same network.
+        canonical = {
+            "input_shape": tuple(int(v) for v in self.input_shape),
+            "n_classes": int(self.n_classes),
+            "conv_filters": tuple(
+                (int(b),) if np.isscalar(b) else tuple(int(f) for f in b) for b in self.conv_filters
+            ),
+            "kernel_size": int(self.kernel_size),
+            "hidden_layer_sizes": tuple(int(v) for v in self.hidden_layer_sizes),
+            "batch_norm": bool(self.batch_norm),
+            "dropout": float(self.dropout),
+        }
+        for name, value in canonical.items():
+            object.__setattr__(self, name, value)
+
     @property
     def blocks(self):
-        """conv_filters with every block as a tuple of filter counts."""
-        return tuple((b,) if np.isscalar(b) else tuple(b) for b in self.conv_filters)
+        """conv_filters: every block a tuple of filter counts."""
+        return self.conv_filters
 
     def to_dict(self):
         """JSON-friendly description (tuples become lists)."""
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
-        d["conv_filters"] = [list(b) for b in self.blocks]
+        d["conv_filters"] = [list(b) for b in self.conv_filters]
         d["hidden_layer_sizes"] = list(self.hidden_layer_sizes)
         return d
 
     @classmethod
     def from_dict(cls, d):
-        d = dict(d)
-        d["input_shape"] = tuple(d["input_shape"])
-        d["conv_filters"] = tuple(tuple(b) for b in d["conv_filters"])
-        d["hidden_layer_sizes"] = tuple(d["hidden_layer_sizes"])
         return cls(**d)
 
 

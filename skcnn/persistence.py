@@ -1,0 +1,107 @@
+"""Parameter files: a network's arrays in a ``.npz`` plus JSON metadata.
+
+Loading never unpickles (``numpy.load(..., allow_pickle=False)``), so a file
+from a stranger cannot run code: the worst it can do is fail to load. Whole
+estimators (optimizer state included) are saved with joblib instead, which
+*does* unpickle: load those only from sources you trust.
+
+Layout of a file: one array per learnable array or buffer, named
+``"<layer index>.<name>"`` (``"1.W"``), the class labels in ``"classes"``,
+and a JSON document in the 0-d string array ``"__meta__"``.
+"""
+
+import json
+import zipfile
+
+import numpy as np
+
+from .network import Architecture, Network
+
+__all__ = ["FORMAT", "save_network", "load_network", "ParameterFileError"]
+
+#: Written into every file; a file with another format is refused.
+FORMAT = "skcnn-params-1"
+
+
+class ParameterFileError(ValueError):
+    """A parameter file is unreadable, corrupt or of the wrong architecture."""
+
+
+def save_network(path, network, architecture, classes, extra=None):
+    """Write ``network``'s arrays and a description of it to ``path`` (.npz)."""
+    classes = np.asarray(classes)
+    if classes.dtype == object:
+        classes = classes.astype(str)
+    meta = {
+        "format": FORMAT,
+        "architecture": architecture.to_dict(),
+        "dtype": network.dtype.name,
+        "extra": extra or {},
+    }
+    arrays = network.state_dict()
+    arrays["classes"] = classes
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(path, "wb") as f:  # a file object: numpy would append ".npz" to a bare name
+        np.savez(f, **arrays)
+
+
+def load_network(path):
+    """Read a file written by :func:`save_network`.
+
+    Returns
+    -------
+    network : Network
+        Built from the file's architecture, holding the file's arrays.
+    architecture : Architecture
+    classes : ndarray
+    extra : dict
+
+    Raises
+    ------
+    ParameterFileError
+        Not an npz file, truncated, missing or extra arrays, wrong shapes or
+        dtypes, non-finite weights, or any content that would need pickle.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise ParameterFileError(f"{path}: not a readable skcnn parameter file ({exc})") from exc
+    try:
+        meta = json.loads(str(arrays.pop("__meta__")))
+        if meta.get("format") != FORMAT:
+            raise ParameterFileError(f"{path}: unknown format {meta.get('format')!r}; expected {FORMAT!r}")
+        architecture = Architecture.from_dict(meta["architecture"])
+        dtype = np.dtype(meta["dtype"])
+        classes = arrays.pop("classes")
+    except ParameterFileError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ParameterFileError(f"{path}: missing or malformed metadata ({exc!r})") from exc
+    if dtype not in (np.float32, np.float64):
+        raise ParameterFileError(f"{path}: unsupported dtype {dtype}")
+    if len(classes) != architecture.n_classes:
+        raise ParameterFileError(
+            f"{path}: {len(classes)} class labels for a network with {architecture.n_classes} outputs"
+        )
+    # Build the described network (weights are overwritten below, so any seed will do)
+    network = Network.from_architecture(architecture, np.random.default_rng(0), dtype)
+    expected = {name: array for name, array in network.state_dict().items()}
+    missing = sorted(set(expected) - set(arrays))
+    unexpected = sorted(set(arrays) - set(expected))
+    if missing or unexpected:
+        raise ParameterFileError(
+            f"{path}: the arrays do not match the architecture it describes "
+            f"(missing {missing}, unexpected {unexpected})"
+        )
+    for name, want in expected.items():
+        got = arrays[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise ParameterFileError(
+                f"{path}: array {name!r} has shape {got.shape} and dtype {got.dtype}; "
+                f"the architecture needs {want.shape} {want.dtype}"
+            )
+        if not np.isfinite(got).all():
+            raise ParameterFileError(f"{path}: array {name!r} holds non-finite values")
+    network.load_state_dict(arrays)
+    return network, architecture, classes, meta.get("extra", {})

@@ -1,0 +1,128 @@
+"""Pictures of data, models and training (matplotlib).
+
+Every function draws on the ``ax`` (or figure) it is given, or makes a new
+figure, and returns what it drew on, so callers can adjust and save it.
+"""
+
+import numpy as np
+
+__all__ = ["plot_predictions", "plot_learning_curve", "plot_confusion_matrix", "plot_filters"]
+
+
+def _images(X, input_shape):
+    """(n, H, W) grayscale view of X for display (first channel)."""
+    X = np.asarray(X)
+    if X.ndim == 2:
+        X = X.reshape(len(X), *input_shape)
+    if X.ndim == 4:
+        X = X[:, 0]
+    return X
+
+
+def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None):
+    """A grid of images titled with the prediction (and the true label).
+
+    Mistakes are titled in red. The origin project's prediction_results.png.
+
+    Parameters
+    ----------
+    estimator : fitted CNNClassifier
+    X : images or flat samples; the first ``n`` are shown
+    y : true labels, optional
+    n, ncols : int
+    fig : matplotlib Figure, optional
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(X))
+    X = X[:n]
+    proba = estimator.predict_proba(X)
+    pred = estimator.classes_[proba.argmax(axis=1)]
+    images = _images(X, estimator.input_shape_)
+    nrows = int(np.ceil(n / ncols))
+    if fig is None:
+        fig = plt.figure(figsize=(1.8 * ncols, 2.0 * nrows))
+    for i in range(n):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        title = f"pred {pred[i]} ({proba[i].max():.0%})"
+        wrong = y is not None and pred[i] != np.asarray(y)[i]
+        if y is not None:
+            title = f"true {np.asarray(y)[i]}\n" + title
+        ax.set_title(title, fontsize=9, color="red" if wrong else "black")
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(estimator, ax=None):
+    """Training loss per epoch, and validation accuracy when recorded.
+
+    Returns
+    -------
+    ax : matplotlib Axes (the loss axis)
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, len(estimator.loss_curve_) + 1)
+    ax.plot(epochs, estimator.loss_curve_, "o-", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    scores = getattr(estimator, "validation_scores_", None)
+    if scores:
+        ax2 = ax.twinx()
+        ax2.plot(epochs[: len(scores)], scores, "s-", color="tab:orange", label="validation accuracy")
+        ax2.set_ylabel("validation accuracy")
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    return ax
+
+
+def plot_confusion_matrix(estimator, X, y, ax=None, normalize=None):
+    """Confusion matrix through scikit-learn's ConfusionMatrixDisplay.
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6))
+    ConfusionMatrixDisplay.from_estimator(estimator, X, y, ax=ax, normalize=normalize, colorbar=False)
+    return ax
+
+
+def plot_filters(estimator, fig=None):
+    """The first convolution's kernels (first input channel), one per panel.
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .layers import Conv2D
+
+    conv = next(layer for layer in estimator.network_.layers if isinstance(layer, Conv2D))
+    kernels = conv.params["W"][..., 0]  # (F, K, K)
+    ncols = min(8, len(kernels))
+    nrows = int(np.ceil(len(kernels) / ncols))
+    if fig is None:
+        fig = plt.figure(figsize=(1.2 * ncols, 1.2 * nrows))
+    limit = float(np.abs(kernels).max()) or 1.0
+    for i, kernel in enumerate(kernels):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        ax.imshow(kernel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("first-layer filters")
+    return fig
