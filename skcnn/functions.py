@@ -38,7 +38,7 @@ def pad_images(x, pad, value=0.0):
     return np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=value)
 
 
-def im2col(x, kh, kw, stride=1, pad=0):
+def im2col(x, kh, kw, stride=1, pad=0, out=None):
     """Lower a convolution's input to a matrix: one row per output pixel.
 
     Parameters
@@ -47,6 +47,9 @@ def im2col(x, kh, kw, stride=1, pad=0):
     kh, kw : int
         Kernel height and width.
     stride, pad : int
+    out : ndarray, optional
+        A buffer to fill instead of allocating: ``(N*OH*OW, KH*KW*C)``
+        C-ordered, or its transpose when C == 1 (what a previous call returned).
 
     Returns
     -------
@@ -65,11 +68,11 @@ def im2col(x, kh, kw, stride=1, pad=0):
     win = sliding_window_view(xp, (kh, kw), axis=(1, 2))
     win = win[:, : (oh - 1) * stride + 1 : stride, : (ow - 1) * stride + 1 : stride]
     if c == 1:
-        cols_t = np.empty((kh * kw, n * oh * ow), dtype=x.dtype)
+        cols_t = np.empty((kh * kw, n * oh * ow), dtype=x.dtype) if out is None else out.T
         # (N, OH, OW, 1, KH, KW) -> (KH, KW, N, OH, OW)
         np.copyto(cols_t.reshape(kh, kw, n, oh, ow), win[:, :, :, 0].transpose(3, 4, 0, 1, 2))
         return cols_t.T
-    cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype)
+    cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype) if out is None else out
     # (N, OH, OW, C, KH, KW) -> (N, OH, OW, KH, KW, C): channels stay innermost,
     # so the one copy reads contiguous runs of C values.
     np.copyto(cols.reshape(n, oh, ow, kh, kw, c), win.transpose(0, 1, 2, 4, 5, 3))

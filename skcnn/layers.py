@@ -49,6 +49,7 @@ class Layer:
         self.grads = {}
         self.buffers = {}
         self._cache = None
+        self._workspace = {}  # scratch arrays reused between training steps
 
     def forward(self, x, training=False):
         raise NotImplementedError
@@ -61,9 +62,10 @@ class Layer:
         return input_shape
 
     def clear_cache(self):
-        """Drop the arrays kept for ``backward`` (and the gradients)."""
+        """Drop the arrays kept for ``backward``, the gradients and scratch space."""
         self._cache = None
         self.grads = {}
+        self._workspace = {}
 
     def __repr__(self):
         return f"{type(self).__name__}()"
@@ -147,7 +149,15 @@ class Conv2D(Layer):
         n = x.shape[0]
         k, s, p = self.kernel_size, self.stride, self.padding
         oh, ow, f = self.output_shape(x.shape[1:])
-        cols = im2col(x, k, k, s, p)  # (N*OH*OW, K*K*C)
+        # Training reuses last step's matrix: a fresh one of tens of MB costs
+        # more in page faults than filling it does. (Prediction allocates,
+        # so that threads can share the layer.)
+        reuse = self._workspace.get("cols") if training else None
+        if reuse is not None and reuse.shape != (n * oh * ow, k * k * x.shape[3]):
+            reuse = None
+        cols = im2col(x, k, k, s, p, out=reuse)  # (N*OH*OW, K*K*C)
+        if training:
+            self._workspace["cols"] = cols
         w = self.params["W"].reshape(f, -1)  # (F, K*K*C), a view
         out = cols @ w.T  # (N*OH*OW, F)
         if "b" in self.params:
@@ -379,11 +389,16 @@ class BatchNorm(Layer):
         }
 
     def forward(self, x, training=False):
-        axes = tuple(range(x.ndim - 1))
+        x2 = x.reshape(-1, x.shape[-1])  # (N, ..., C) -> (M, C), a view
+        m = len(x2)
+        gamma, beta = self.params["gamma"], self.params["beta"]
         if training:
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
-            m = x.size // x.shape[-1]
+            # Column sums as matrix-vector products: BLAS does them far faster
+            # than numpy's reductions over leading axes.
+            ones = np.full(m, 1.0 / m, dtype=x.dtype)
+            mean = ones @ x2
+            centered = x2 - mean
+            var = ones @ np.square(centered)
             mom = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= 1 - mom
@@ -392,23 +407,33 @@ class BatchNorm(Layer):
             rv += mom * var * (m / max(m - 1, 1))  # unbiased estimate for prediction
         else:
             mean, var = self.buffers["running_mean"], self.buffers["running_var"]
+            centered = x2 - mean
         inv_std = 1.0 / np.sqrt(var + x.dtype.type(self.eps))
-        xhat = (x - mean) * inv_std
         if training:
+            xhat = centered * inv_std
             self._cache = (xhat, inv_std)
-        return xhat * self.params["gamma"] + self.params["beta"]
+            out = xhat * gamma
+        else:
+            out = centered
+            out *= gamma * inv_std
+        out += beta
+        return out.reshape(x.shape)
 
     def backward(self, grad):
         xhat, inv_std = self._cache
-        axes = tuple(range(grad.ndim - 1))
-        self.grads["gamma"] = (grad * xhat).sum(axis=axes)
-        self.grads["beta"] = grad.sum(axis=axes)
-        m = grad.size // grad.shape[-1]
-        dxhat = grad * self.params["gamma"]
-        # d/dx of (x - mean) / std, with mean and std functions of the batch
-        return inv_std * (
-            dxhat - dxhat.sum(axis=axes) / m - xhat * ((dxhat * xhat).sum(axis=axes) / m)
-        )
+        g = grad.reshape(-1, grad.shape[-1])
+        m = len(g)
+        ones = np.ones(m, dtype=g.dtype)
+        dbeta = ones @ g
+        dgamma = ones @ (g * xhat)
+        self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        # d/dx of gamma * (x - mean) / std, with mean and std functions of the
+        # batch: gamma/std * (g - mean(g) - xhat * mean(g * xhat))
+        dx = xhat * (dgamma / m)
+        np.subtract(g, dx, out=dx)
+        dx -= dbeta / m
+        dx *= self.params["gamma"] * inv_std
+        return dx.reshape(grad.shape)
 
     def __repr__(self):
         return f"BatchNorm({self.n_features})"

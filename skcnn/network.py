@@ -219,7 +219,7 @@ class Network:
             layers = []
             for layer in self.layers:
                 clone = copy.copy(layer)  # shallow: clone.params is layer.params
-                clone._cache, clone.grads = None, {}
+                clone._cache, clone.grads, clone._workspace = None, {}, {}
                 clone.buffers = {k: v.copy() for k, v in layer.buffers.items()}
                 if isinstance(clone, Dropout):
                     clone.rng = child
