@@ -159,8 +159,11 @@ class Trainer:
 
         def run(item):
             replica, x_part, y_part, sw_part, _ = item
-            loss = replica.loss(x_part, y_part, sw_part)
-            replica.backward()
+            # numpy's error state is per thread: set it here, in the worker.
+            # Overflow is detected and reported (DivergenceWarning) by the loop.
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss = replica.loss(x_part, y_part, sw_part)
+                replica.backward()
             return loss
 
         losses = list(map(run, work) if pool is None else pool.map(run, work))
@@ -236,7 +239,8 @@ class Trainer:
         """
         reason = "max_iter"
         replicas = self.network.replicas(MAX_THREADS, rng)
-        with _interrupt_flag() as interrupted:
+        # (errstate: the optimizer's overflow is reported as divergence, below)
+        with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
                 schedule = self._schedule(epoch, max_epochs)
                 snapshot = self.network.state_dict()

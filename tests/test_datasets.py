@@ -1,0 +1,155 @@
+import gzip
+import hashlib
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from skcnn import datasets
+from skcnn.datasets import DatasetUnavailableError, load_idx, load_idx_dataset, load_mnist
+
+
+def write_idx(path, array, compress=False):
+    """Write an IDX file the way the MNIST files are laid out."""
+    codes = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}
+    code = codes[array.dtype.type]
+    header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    return path
+
+
+@pytest.mark.parametrize("compress", [False, True])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int32, np.float32])
+def test_idx_round_trip(tmp_path, compress, dtype):
+    data = (np.arange(2 * 3 * 4) * 7 % 256).astype(dtype).reshape(2, 3, 4)
+    back = load_idx(write_idx(tmp_path / "x.idx", data, compress))
+    np.testing.assert_array_equal(back, data)
+    assert back.dtype == np.dtype(dtype)  # native byte order
+
+
+def test_idx_rejects_bad_files(tmp_path):
+    good = write_idx(tmp_path / "good", np.zeros((3, 2, 2), np.uint8)).read_bytes()
+    cases = {
+        "magic": b"\x01\x00" + good[2:],
+        "element type": good[:2] + b"\x42" + good[3:],
+        "truncated": good[:-1],
+        "header": good[:6],
+        "empty": b"",
+    }
+    for expected, content in cases.items():
+        path = tmp_path / expected.replace(" ", "_")
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=expected.split()[0] if expected != "empty" else "magic"):
+            load_idx(path)
+    extra = tmp_path / "extra"
+    extra.write_bytes(good + b"\x00")
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_idx(extra)
+    broken_gz = tmp_path / "broken.gz"
+    broken_gz.write_bytes(gzip.compress(good)[:-8])
+    with pytest.raises(ValueError, match="gzip"):
+        load_idx(broken_gz)
+
+
+def make_idx_folder(folder, n_train=12, n_test=5, compress=True):
+    rng = np.random.default_rng(0)
+    sfx = ".gz" if compress else ""
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), compress)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte{sfx}", (np.arange(n) % 10).astype(np.uint8), compress)
+    return folder
+
+
+def test_load_idx_dataset_shapes_scaling_and_labels(tmp_path):
+    X_train, X_test, y_train, y_test = load_idx_dataset(make_idx_folder(tmp_path))
+    assert X_train.shape == (12, 784) and X_test.shape == (5, 784)
+    assert X_train.dtype == np.float32 and 0 <= X_train.min() and X_train.max() <= 1
+    assert y_train.dtype == np.int64 and list(y_test) == [0, 1, 2, 3, 4]
+    images = load_idx_dataset(tmp_path, shape="images")[0]
+    assert images.shape == (12, 1, 28, 28)
+    np.testing.assert_array_equal(images.reshape(12, -1), X_train)
+
+
+def test_load_idx_dataset_names_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train IDX files"):
+        load_idx_dataset(tmp_path)
+
+
+def test_fashion_mnist_prefers_local_idx_files(tmp_path):
+    X_train, X_test, _, _ = datasets.load_fashion_mnist(local_dir=make_idx_folder(tmp_path, compress=False))
+    assert len(X_train) == 12 and len(X_test) == 5
+
+
+def build_openml_cache(data_home, data_id, n_rows):
+    """A scikit-learn OpenML cache for a tiny MNIST-like data set, so that the
+    real fetch_openml code path runs without a network."""
+    root = data_home / "openml" / "openml.org"
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (n_rows, 784))
+    labels = np.arange(n_rows) % 10
+    lines = ["@RELATION mnist_784"]
+    lines += [f"@ATTRIBUTE pixel{i + 1} NUMERIC" for i in range(784)]
+    lines += ["@ATTRIBUTE class {0,1,2,3,4,5,6,7,8,9}", "@DATA"]
+    lines += [",".join(map(str, row)) + f",{label}" for row, label in zip(pixels, labels)]
+    arff = ("\n".join(lines) + "\n").encode()
+    url = "https://api.openml.org/data/v1/download/999/mnist_784.arff"
+    description = {
+        "data_set_description": {
+            "id": str(data_id), "name": "mnist_784", "version": "1", "format": "ARFF",
+            "file_id": "999", "default_target_attribute": "class", "status": "active",
+            "md5_checksum": hashlib.md5(arff).hexdigest(), "url": url,
+            "description": "A tiny stand-in for MNIST written by the test.",
+        }
+    }  # fmt: skip
+    feature = dict(data_type="numeric", is_target="false", is_ignore="false",
+                   is_row_identifier="false", number_of_missing_values="0")  # fmt: skip
+    features = [dict(feature, index=str(i), name=f"pixel{i + 1}") for i in range(784)]
+    features.append(dict(feature, index="784", name="class", data_type="nominal",
+                         nominal_value=[str(d) for d in range(10)], is_target="true"))  # fmt: skip
+    files = {
+        f"api/v1/json/data/{data_id}": json.dumps(description).encode(),
+        f"api/v1/json/data/features/{data_id}": json.dumps({"data_features": {"feature": features}}).encode(),
+        f"api/v1/json/data/qualities/{data_id}": json.dumps(
+            {"data_qualities": {"quality": [{"name": "NumberOfInstances", "value": f"{n_rows}.0"}]}}
+        ).encode(),
+        "data/v1/download/999/mnist_784.arff": arff,
+    }
+    for rel, content in files.items():
+        path = root / (rel + ".gz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(gzip.compress(content))
+    return pixels, labels
+
+
+def test_load_mnist_through_fetch_openml_from_a_local_cache(tmp_path):
+    pixels, labels = build_openml_cache(tmp_path, datasets.OPENML_IDS["mnist"], n_rows=14)
+    X_train, X_test, y_train, y_test = load_mnist(data_home=tmp_path)
+    assert X_train.shape == (12, 784) and X_test.shape == (2, 784)  # the 6/7 : 1/7 split
+    assert X_train.dtype == np.float32
+    np.testing.assert_allclose(X_train, pixels[:12] / 255.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.concatenate([y_train, y_test]), labels)
+    images = load_mnist(data_home=tmp_path, shape="images")[1]
+    assert images.shape == (2, 1, 28, 28)
+
+
+def test_load_mnist_without_network_or_cache_says_how_to_fix_it(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network here")
+
+    monkeypatch.setattr("sklearn.datasets._openml.urlopen", offline)
+    with pytest.raises(DatasetUnavailableError) as info:
+        load_mnist(data_home=tmp_path)
+    message = str(info.value)
+    assert "data_home" in message and "load_idx" in message and "internet" in message
+
+
+def test_load_digits_images():
+    X_train, X_test, y_train, y_test = datasets.load_digits_images()
+    assert X_train.shape[1:] == (1, 8, 8) and X_train.dtype == np.float32
+    assert X_train.max() <= 1 and len(X_train) + len(X_test) == 1797
+    assert datasets.load_digits_images(shape="flat")[0].shape[1] == 64
