@@ -110,12 +110,18 @@ def cmd_evaluate(args, say):
     return 0
 
 
-def prepare_image(path, shape=(28, 28)):
-    """Turn a picture of one digit (PNG, JPEG, ...) into an MNIST-style image.
+def prepare_image(image, shape=(28, 28)):
+    """Turn a picture of one digit into an MNIST-style image.
 
     Grayscale; inverted when the background is light (MNIST is white on
     black); cropped to the ink; scaled so the longer side fills 20/28 of the
     frame; centred by its centre of mass, as MNIST digits were.
+
+    Parameters
+    ----------
+    image : path of a PNG/JPEG/... file, or an ndarray (H, W) or (H, W, 3|4)
+        with values in [0, 1] or [0, 255]
+    shape : (H, W) of the result
 
     Returns
     -------
@@ -123,16 +129,25 @@ def prepare_image(path, shape=(28, 28)):
     """
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGBA")
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        gray = np.asarray(Image.alpha_composite(white, im).convert("L"), dtype=np.float32) / 255.0
+    if isinstance(image, np.ndarray):
+        arr = image.astype(np.float32)
+        arr = arr / 255.0 if arr.max() > 1 else arr
+        if arr.ndim == 3:  # RGB(A): luminance, transparent parts as white paper
+            alpha = arr[..., 3:4] if arr.shape[2] == 4 else 1.0
+            rgb = arr[..., :3] * alpha + (1 - alpha)
+            arr = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        gray = arr
+    else:
+        with Image.open(image) as im:
+            im = im.convert("RGBA")
+            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+            gray = np.asarray(Image.alpha_composite(white, im).convert("L"), dtype=np.float32) / 255.0
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if border.mean() > 0.5:  # dark ink on light paper
         gray, border = 1.0 - gray, 1.0 - border
     gray = np.clip(gray - np.median(border), 0, None)  # the background becomes 0
     if gray.max() <= 0:
-        raise ValueError(f"{path}: the image is blank")
+        raise ValueError(f"{image if not isinstance(image, np.ndarray) else 'the image'}: it is blank")
     gray /= gray.max()
     rows, cols = np.nonzero(gray > 0.1)
     gray = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]

@@ -1,0 +1,58 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+
+from skcnn import CNNClassifier  # noqa: E402
+from skcnn.plotting import (  # noqa: E402
+    plot_confusion_matrix,
+    plot_filters,
+    plot_learning_curve,
+    plot_predictions,
+)
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    X, y = load_digits(return_X_y=True)
+    clf = CNNClassifier(max_iter=3, early_stopping=True, random_state=0).fit(X[:800], y[:800])
+    return clf, X[800:], y[800:]
+
+
+def saved_png(fig, path):
+    fig.savefig(path)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    return data
+
+
+def test_plot_predictions_marks_mistakes(model_and_data, tmp_path):
+    clf, X, y = model_and_data
+    wrong = np.flatnonzero(clf.predict(X) != y)
+    order = np.r_[wrong[:2], np.flatnonzero(clf.predict(X) == y)[:4]]
+    fig = plot_predictions(clf, X[order], y[order], n=6, ncols=3)
+    titles = [ax.get_title() for ax in fig.axes]
+    colors = [ax.title.get_color() for ax in fig.axes]
+    assert len(fig.axes) == 6 and all(t.startswith("true") for t in titles)
+    assert colors.count("red") == min(2, len(wrong))
+    saved_png(fig, tmp_path / "pred.png")
+
+
+def test_plot_learning_curve_shows_loss_and_validation(model_and_data, tmp_path):
+    clf, _, _ = model_and_data
+    ax = plot_learning_curve(clf)
+    assert len(ax.lines) == 1 and len(ax.figure.axes) == 2  # twin axis for validation
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), clf.loss_curve_)
+    saved_png(ax.figure, tmp_path / "curve.png")
+
+
+def test_plot_confusion_matrix_and_filters(model_and_data, tmp_path):
+    clf, X, y = model_and_data
+    ax = plot_confusion_matrix(clf, X, y)
+    saved_png(ax.figure, tmp_path / "cm.png")
+    fig = plot_filters(clf)
+    assert len(fig.axes) == 16
+    saved_png(fig, tmp_path / "filters.png")
