@@ -254,3 +254,18 @@ def test_architecture_presets_and_overrides():
 def test_fitted_model_carries_no_training_buffers(fitted):
     for layer in fitted.network_.layers:
         assert layer._cache is None and not layer.grads
+
+
+def test_results_do_not_depend_on_the_number_of_threads(digits):
+    from threadpoolctl import threadpool_limits
+
+    from skcnn.parallel import n_threads
+
+    X_train, X_test, y_train, _ = digits
+    params = dict(architecture="deep", conv_filters=((4, 4), 8), max_iter=2, random_state=0)
+    two = CNNClassifier(**params).fit(X_train, y_train)  # dropout and batch norm included
+    with threadpool_limits(1, "blas"):
+        assert n_threads() == 1
+        one = CNNClassifier(**params).fit(X_train, y_train)
+    assert one.loss_curve_ == two.loss_curve_
+    np.testing.assert_array_equal(one.predict_proba(X_test), two.predict_proba(X_test))
