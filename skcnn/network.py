@@ -201,8 +201,8 @@ class Network:
         def run(start):
             return start, self.forward(x[start : start + batch_size])
 
-        with worker_pool() as pool:
-            starts = range(0, n, batch_size)
+        starts = range(0, n, batch_size)
+        with worker_pool(enabled=len(starts) > 1) as pool:
             for start, scores in map(run, starts) if pool is None else pool.map(run, starts):
                 if out is None:
                     out = np.empty((n, scores.shape[1]), dtype=scores.dtype)

@@ -29,10 +29,10 @@ def n_threads():
 
 
 @contextmanager
-def worker_pool():
-    """A thread pool (None when one thread is all there is), with BLAS held
-    to one thread per worker while it is open."""
-    workers = n_threads()
+def worker_pool(enabled=True):
+    """A thread pool (None when disabled or one thread is all there is), with
+    BLAS held to one thread per worker while it is open."""
+    workers = n_threads() if enabled else 1
     if workers == 1:
         yield None
         return
