@@ -521,11 +521,20 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return np.searchsorted(self.classes_, y)
 
     def _set_input_scaling(self, X, sw):
-        """Standardise with one mean and std over all pixels, sample-weighted."""
+        """Standardise with one mean and std over all pixels, sample-weighted.
+
+        Two passes in chunks of images: float64 statistics without a float64
+        copy of the data, and no cancellation when the values sit far from 0.
+        """
         per_sample = X.reshape(len(X), -1)
-        mean = np.average(per_sample.mean(axis=1, dtype=np.float64), weights=sw)
-        sq = np.average(np.square(per_sample, dtype=np.float64).mean(axis=1), weights=sw)
-        std = float(np.sqrt(max(sq - mean**2, 0.0)))
+        w = np.ones(len(X)) if sw is None else sw
+        chunks = [slice(i, i + 4096) for i in range(0, len(X), 4096)]
+        mean = sum(w[c] @ per_sample[c].mean(axis=1, dtype=np.float64) for c in chunks) / w.sum()
+        var = sum(
+            w[c] @ np.square(per_sample[c] - per_sample.dtype.type(mean)).mean(axis=1, dtype=np.float64)
+            for c in chunks
+        ) / w.sum()
+        std = float(np.sqrt(var))
         rescale = self.network_.layers[0]
         rescale.buffers["shift"][...] = mean
         rescale.buffers["scale"][...] = std if std > 1e-12 * max(1.0, abs(mean)) else 1.0

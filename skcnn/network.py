@@ -197,12 +197,15 @@ class Network:
         caches nothing, so they can share this network)."""
         n = len(x)
         out = None
+        # At least two chunks, so that both cores work on a small input too;
+        # the chunks depend on n only, never on the number of threads.
+        batch_size = max(1, min(batch_size, -(-n // 2)))
 
         def run(start):
             return start, self.forward(x[start : start + batch_size])
 
         starts = range(0, n, batch_size)
-        with worker_pool(enabled=len(starts) > 1) as pool:
+        with worker_pool() as pool:
             for start, scores in map(run, starts) if pool is None else pool.map(run, starts):
                 if out is None:
                     out = np.empty((n, scores.shape[1]), dtype=scores.dtype)

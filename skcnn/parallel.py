@@ -1,7 +1,8 @@
 """Keeping both cores busy: NumPy's elementwise work (pooling, ReLU, copies)
 runs on one core, and only BLAS uses more. skcnn runs two halves of a batch in
 two threads instead, each with a single-threaded BLAS, so every part of the
-work is split (NumPy releases the GIL inside its loops).
+work is split (NumPy releases the GIL inside its loops). The halves are the
+same with one thread, so results are too.
 
 The number of threads follows the BLAS thread limit in force, so nested
 parallelism (joblib workers, Dask workers) that limits BLAS to one thread per
@@ -29,12 +30,18 @@ def n_threads():
 
 
 @contextmanager
-def worker_pool(enabled=True):
-    """A thread pool (None when disabled or one thread is all there is), with
-    BLAS held to one thread per worker while it is open."""
-    workers = n_threads() if enabled else 1
-    if workers == 1:
-        yield None
-        return
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        yield pool
+def worker_pool():
+    """Hold BLAS to one thread and give a thread pool, or None when one
+    thread is all there is.
+
+    Every matrix product then runs single-threaded however the work is
+    spread, so results do not depend on the number of threads (OpenBLAS
+    rounds edge rows differently when it splits a product between threads).
+    """
+    workers = n_threads()
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers == 1:
+            yield None
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                yield pool
