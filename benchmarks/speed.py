@@ -11,7 +11,9 @@ same data: Fashion-MNIST when Debian's dataset-fashion-mnist is installed,
 else synthetic MNIST-shaped images. Training: --epochs full epochs over
 --n-train images, batches of 100, Adam 1e-3, timed per epoch (median
 reported). Inference: predict_proba over the 10,000 test images, --repeats
-times (median). Both cores: skcnn's own two threads; PyTorch with
+times (median). The frameworks take turns, --rounds times, and the table
+shows each one's median over its rounds: on a shared, noisy machine a ratio
+is only worth something when both sides were measured side by side. Both cores: skcnn's own two threads; PyTorch with
 torch.set_num_threads(2). The textbook baseline is slow, so it trains on
 --textbook-n images only (its images/s is what counts).
 """
@@ -192,6 +194,7 @@ def main(argv=None):
     parser.add_argument("--textbook", action="store_true", help="also run the textbook NumPy CNN")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each framework takes")
     parser.add_argument("--n-train", type=int, default=60000)
     parser.add_argument("--textbook-n", type=int, default=3000)
     parser.add_argument("--data", choices=["auto", "fashion", "synthetic"], default="auto")
@@ -212,17 +215,30 @@ def main(argv=None):
     passthrough = ["--epochs", str(args.epochs), "--repeats", str(args.repeats), "--n-train",
                    str(args.n_train), "--textbook-n", str(args.textbook_n), "--data", args.data]  # fmt: skip
     names = ["skcnn"] + (["torch"] if args.torch else []) + (["textbook"] if args.textbook else [])
+    runs = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, "--worker", name, *passthrough],
+                env=env, capture_output=True, text=True,
+            )  # fmt: skip
+            if proc.returncode != 0:
+                print(f"{name} failed:\n{proc.stderr}", file=sys.stderr)
+                continue
+            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     results = []
     for name in names:
-        print(f"running {name} ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", name, *passthrough],
-            env=env, capture_output=True, text=True,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            print(f"{name} failed:\n{proc.stderr}", file=sys.stderr)
+        if not runs[name]:
             continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        merged = dict(runs[name][0])
+        for key in ("train_images_per_s", "infer_images_per_s", "epoch_seconds_median"):
+            merged[key] = type(merged[key])(np.median([r[key] for r in runs[name]]))
+        merged["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs[name])
+        merged["rounds"] = [
+            {k: r[k] for k in ("train_images_per_s", "infer_images_per_s")} for r in runs[name]
+        ]
+        results.append(merged)
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, OPENBLAS_CORETYPE="
         f"{env.get('OPENBLAS_CORETYPE', '(unset)')}",

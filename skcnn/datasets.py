@@ -10,6 +10,7 @@ import gzip
 import os
 import socket
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,14 +62,16 @@ def _fetch(name, data_home, shape):
     from sklearn.datasets import fetch_openml
 
     try:
-        bunch = fetch_openml(
-            data_id=OPENML_IDS[name],
-            data_home=data_home,
-            as_frame=False,
-            parser="liac-arff",  # no pandas needed
-            n_retries=1,
-            delay=0.5,
-        )
+        with warnings.catch_warnings():  # its "retrying" warnings: the error below says it all
+            warnings.filterwarnings("ignore", message="A network error occurred")
+            bunch = fetch_openml(
+                data_id=OPENML_IDS[name],
+                data_home=data_home,
+                as_frame=False,
+                parser="liac-arff",  # no pandas needed
+                n_retries=1,
+                delay=0.5,
+            )
     except (urllib.error.URLError, socket.error, TimeoutError) as exc:
         where = data_home or "scikit-learn's data home (~/scikit_learn_data)"
         raise DatasetUnavailableError(

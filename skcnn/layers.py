@@ -25,6 +25,7 @@ from .functions import conv_output_size, cross_entropy, im2col, log_softmax
 __all__ = [
     "Layer",
     "Rescale",
+    "Bias",
     "Conv2D",
     "MaxPool2D",
     "ReLU",
@@ -95,6 +96,28 @@ class Rescale(Layer):
 
     def __repr__(self):
         return f"Rescale(shift={float(self.buffers['shift']):.4g}, scale={float(self.buffers['scale']):.4g})"
+
+
+class Bias(Layer):
+    """Adds a learned bias per channel (the last axis)."""
+
+    def __init__(self, n_features, *, dtype=np.float32):
+        super().__init__()
+        self.n_features = n_features
+        self.params = {"b": np.zeros(n_features, dtype=dtype)}
+
+    def forward(self, x, training=False):
+        if training:
+            self._cache = x.shape
+        return x + self.params["b"]
+
+    def backward(self, grad):
+        g = grad.reshape(-1, self.n_features)
+        self.grads["b"] = np.ones(len(g), dtype=g.dtype) @ g
+        return grad
+
+    def __repr__(self):
+        return f"Bias({self.n_features})"
 
 
 class Conv2D(Layer):

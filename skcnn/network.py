@@ -11,6 +11,7 @@ import numpy as np
 
 from .layers import (
     BatchNorm,
+    Bias,
     Conv2D,
     Dense,
     Dropout,
@@ -120,20 +121,25 @@ def build_layers(arch, rng, dtype):
     first = True
     for block in arch.blocks:
         for j, filters in enumerate(block):
+            last = j == len(block) - 1
             add(
                 Conv2D(
                     shape[-1], filters, k, padding=k // 2, rng=rng, dtype=dtype,
-                    input_grad=not first, bias=not arch.batch_norm,
+                    input_grad=not first, bias=not (arch.batch_norm or last),
                 )
             )  # fmt: skip
             first = False
             if arch.batch_norm:
                 add(BatchNorm(filters, dtype=dtype))
-            if j < len(block) - 1:
+            if not last:
                 add(ReLU())
-        # Pool before the block's last ReLU: max and ReLU commute, and ReLU on
-        # the pooled map touches 4x fewer values. Same function, same gradient.
+        # The block ends Conv -> MaxPool -> Bias -> ReLU, the same function as
+        # Conv (with bias) -> ReLU -> MaxPool: max commutes with adding a
+        # per-channel constant and with ReLU, and after the pool both touch
+        # 4x fewer values. (Batch norm's shift plays the bias's part.)
         add(MaxPool2D(2))
+        if not arch.batch_norm:
+            add(Bias(shape[-1], dtype=dtype))
         add(ReLU())
     add(Flatten())
     for units in arch.hidden_layer_sizes:

@@ -5,6 +5,7 @@ from conftest import check_layer_gradients, rel_error
 from skcnn.functions import numerical_gradient
 from skcnn.layers import (
     BatchNorm,
+    Bias,
     Conv2D,
     Dense,
     Dropout,
@@ -201,3 +202,24 @@ def test_rescale_gradients_and_values(rng):
     x = rng.standard_normal((2, 3, 3, 1))
     np.testing.assert_allclose(layer.forward(x), (x - 2) / 4)
     check_layer_gradients(layer, x, rng)
+
+
+def test_bias_gradients(rng):
+    layer = Bias(3, dtype=np.float64)
+    layer.params["b"][:] = rng.standard_normal(3)
+    check_layer_gradients(layer, rng.standard_normal((2, 4, 4, 3)), rng)
+
+
+def test_bias_after_pool_equals_conv_bias_before_relu_and_pool(rng):
+    # the network's reordering: Conv(b) -> ReLU -> Pool == Conv -> Pool -> Bias(b) -> ReLU
+    x = rng.standard_normal((2, 6, 6, 2))
+    conv = Conv2D(2, 3, 3, padding=1, rng=rng, dtype=np.float64)
+    b = rng.standard_normal(3)
+    conv.params["b"][:] = b
+    reference = MaxPool2D(2).forward(ReLU().forward(conv.forward(x)))
+    conv_nb = Conv2D(2, 3, 3, padding=1, rng=rng, dtype=np.float64, bias=False)
+    conv_nb.params["W"][:] = conv.params["W"]
+    bias = Bias(3, dtype=np.float64)
+    bias.params["b"][:] = b
+    reordered = ReLU().forward(bias.forward(MaxPool2D(2).forward(conv_nb.forward(x))))
+    np.testing.assert_allclose(reordered, reference, rtol=1e-12)

@@ -28,12 +28,14 @@ def test_default_network_is_the_origin_network():
     net = make({}, (1, 28, 28), n_classes=10, dtype=np.float32)
     kinds = [type(layer).__name__ for layer in net.layers]
     assert kinds == [
-        "Rescale", "Conv2D", "MaxPool2D", "ReLU", "Conv2D", "MaxPool2D", "ReLU", "Flatten",
+        "Rescale", "Conv2D", "MaxPool2D", "Bias", "ReLU", "Conv2D", "MaxPool2D", "Bias", "ReLU", "Flatten",
         "Dense", "ReLU", "Dense",
     ]  # fmt: skip
     convs = [layer for layer in net.layers if isinstance(layer, Conv2D)]
     assert [c.params["W"].shape for c in convs] == [(16, 3, 3, 1), (32, 3, 3, 16)]
     assert all(c.padding == 1 and c.stride == 1 for c in convs)
+    # each conv's bias sits after its pool (same function, 4x fewer additions)
+    assert [layer.params["b"].shape for layer in net.layers if type(layer).__name__ == "Bias"] == [(16,), (32,)]
     dense = [layer for layer in net.layers if isinstance(layer, Dense)]
     assert [d.params["W"].shape for d in dense] == [(32 * 7 * 7, 100), (100, 10)]
     assert net.forward(np.zeros((2, 1, 28, 28))).shape == (2, 10)
