@@ -53,7 +53,15 @@ def peak_rss_mib():
 
 
 def layer_breakdown(net, x, y, steps=10):
-    """Median forward/backward milliseconds per layer over a batch (one thread)."""
+    """Median forward/backward milliseconds per layer over a batch, on one
+    thread with single-threaded BLAS: how each training thread runs."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):
+        return _layer_breakdown(net, x, y, steps)
+
+
+def _layer_breakdown(net, x, y, steps):
     times = {i: ([], []) for i in range(len(net.layers))}
     for _ in range(steps + 1):
         h = x.transpose(0, 2, 3, 1)

@@ -2,7 +2,7 @@
 Adam 1e-3, batches of 100, 5 epochs; test accuracy, saved parameters and a
 picture of predictions.
 
-    python examples/train_mnist.py                    # about 6 s per epoch on 2 cores
+    python examples/train_mnist.py                    # about 5 s per epoch on 2 cores
     python examples/train_mnist.py --n-train 2000 --epochs 1
 
 MNIST comes from OpenML (downloaded once, then cached). Offline and uncached,

@@ -19,8 +19,10 @@ __all__ = ["main", "prepare_image"]
 DATASETS = ("mnist", "fashion-mnist", "digits")
 
 
-def _load(name, data_home, idx_dir, n_train, say):
-    """Returns (X_train, X_test, y_train, y_test, name actually used)."""
+def _load(name, data_home, idx_dir, n_train, say, fallback=True):
+    """Returns (X_train, X_test, y_train, y_test, name actually used).
+
+    With ``fallback``, an unreachable MNIST is replaced by the bundled digits."""
     if idx_dir is not None:
         return (*datasets.load_idx_dataset(idx_dir, shape="images"), f"IDX files in {idx_dir}")
     try:
@@ -31,6 +33,8 @@ def _load(name, data_home, idx_dir, n_train, say):
         else:
             data = datasets.load_digits_images()
     except datasets.DatasetUnavailableError as exc:
+        if not fallback:
+            raise
         say(f"{exc}\n==> No network and no cache: training on scikit-learn's bundled 8x8 digits "
             "instead (1,797 images, always available offline).")  # fmt: skip
         data, name = datasets.load_digits_images(), "digits"
@@ -40,7 +44,13 @@ def _load(name, data_home, idx_dir, n_train, say):
     return X_train, X_test, y_train, y_test, name
 
 
-def _dataset_for(model):
+def _dataset_for(path, model):
+    """The data set a parameter file was trained on, as ``skcnn train`` recorded it."""
+    from .persistence import load_network
+
+    recorded = load_network(path)[3].get("metadata", {}).get("dataset")
+    if recorded in DATASETS:
+        return recorded
     return "digits" if model.input_shape_[1:] == (8, 8) else "mnist"
 
 
@@ -76,7 +86,7 @@ def cmd_train(args, say):
     seconds = time.perf_counter() - start
     accuracy = clf.score(X_test, y_test)
     say(f"Test accuracy on {name}: {accuracy:.4f} after {clf.n_iter_} epochs in {seconds:.1f} s")
-    clf.save_params(args.out)
+    clf.save_params(args.out, metadata={"dataset": name})
     say(f"Saved parameters to {args.out} (load with CNNClassifier.from_params_file)")
     if args.picture:
         import matplotlib
@@ -96,8 +106,8 @@ def cmd_evaluate(args, say):
     from .plotting import plot_confusion_matrix
 
     model = CNNClassifier.from_params_file(args.model)
-    name = args.dataset or _dataset_for(model)
-    _, X_test, _, y_test, name = _load(name, args.data_home, args.idx, None, say)
+    name = args.dataset or _dataset_for(args.model, model)
+    _, X_test, _, y_test, name = _load(name, args.data_home, args.idx, None, say, fallback=False)
     pred = model.predict(X_test)
     say(f"Accuracy on the {name} test set: {np.mean(pred == y_test):.4f} ({len(y_test)} images)")
     say(classification_report(y_test, pred, digits=4))
@@ -235,7 +245,7 @@ def main(argv=None):
 
     try:
         return args.func(args, say)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:  # bad files, unreachable data sets
         print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

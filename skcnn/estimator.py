@@ -574,7 +574,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # -- parameter files ---------------------------------------------------------
 
-    def save_params(self, path):
+    def save_params(self, path, metadata=None):
         """Save the fitted network to a parameter file (``.npz``, no pickle).
 
         The file holds the weights, the batch-norm and input-scaling
@@ -586,6 +586,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         path : str or path-like
+        metadata : dict, optional
+            JSON-serialisable notes to keep in the file (e.g. the data set);
+            read them back with ``skcnn.persistence.load_network(path)[3]["metadata"]``.
         """
         check_is_fitted(self)
         extra = {
@@ -595,6 +598,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         }
         if hasattr(self, "feature_names_in_"):
             extra["feature_names_in"] = [str(v) for v in self.feature_names_in_]
+        if metadata is not None:
+            extra["metadata"] = metadata
         save_network(path, self.network_, self._arch, self.classes_, extra)
 
     @classmethod

@@ -267,7 +267,8 @@ class MaxPool2D(Layer):
         # An elementwise maximum over one strided view per window offset (4
         # for 2x2): far cheaper than a reduction over extra window axes.
         windows = self._windows(xp, oh, ow)
-        out = next(windows).copy()
+        first = next(windows)
+        out = np.maximum(first, next(windows)) if k * k > 1 else first.copy()  # no copy pass
         for window in windows:
             np.maximum(out, window, out=out)
         if training:
@@ -286,7 +287,7 @@ class MaxPool2D(Layer):
         taken = np.zeros(out.shape, dtype=bool)  # window already routed its gradient
         for window, dx_window in zip(self._windows(xp, oh, ow), self._windows(dx, oh, ow)):
             hit = window == out
-            hit &= ~taken  # ties: only the first maximum gets the gradient
+            np.greater(hit, taken, out=hit)  # hit and not taken: ties go to the first maximum
             taken |= hit
             if s >= k:  # windows do not overlap: write in place (multiply, not np.where: 5x faster)
                 np.multiply(hit, grad, out=dx_window)

@@ -85,9 +85,12 @@ def test_skcnn_train_falls_back_to_digits_and_evaluate_reports(tmp_path, monkeyp
     assert "Test accuracy on digits" in out
     assert (tmp_path / "model.npz").stat().st_size > 0
     assert (tmp_path / "predictions.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["evaluate", "model.npz"]) == 0
+    assert main(["evaluate", "model.npz"]) == 0  # the file says it was trained on digits
     out = capsys.readouterr().out
     assert "Accuracy on the digits test set" in out and "precision" in out
+    # asking for MNIST offline is an error, not a silent switch to another data set
+    assert main(["evaluate", "model.npz", "--dataset", "mnist", "--data-home", str(tmp_path)]) == 2
+    assert "Could not download mnist" in capsys.readouterr().err
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
 
 
