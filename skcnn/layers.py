@@ -20,7 +20,7 @@ from itertools import product
 
 import numpy as np
 
-from .functions import conv_output_size, cross_entropy, im2col, log_softmax
+from .functions import column_sums, conv_output_size, cross_entropy, im2col, log_softmax
 
 __all__ = [
     "Layer",
@@ -107,13 +107,10 @@ class Bias(Layer):
         self.params = {"b": np.zeros(n_features, dtype=dtype)}
 
     def forward(self, x, training=False):
-        if training:
-            self._cache = x.shape
         return x + self.params["b"]
 
     def backward(self, grad):
-        g = grad.reshape(-1, self.n_features)
-        self.grads["b"] = np.ones(len(g), dtype=g.dtype) @ g
+        self.grads["b"] = column_sums(grad)
         return grad
 
     def __repr__(self):
@@ -195,8 +192,7 @@ class Conv2D(Layer):
         g = grad.reshape(-1, f)  # (N, OH, OW, F) -> (N*OH*OW, F)
         self.grads["W"] = (g.T @ cols).reshape(self.params["W"].shape)
         if "b" in self.params:
-            # a matrix-vector product sums the rows far faster than g.sum(axis=0)
-            self.grads["b"] = np.ones(len(g), dtype=g.dtype) @ g
+            self.grads["b"] = column_sums(g)
         if not self.input_grad:
             return None
         # dx: each kernel offset (ky, kx) sent g @ W[:, ky, kx, :] to the input
@@ -340,7 +336,7 @@ class Dense(Layer):
         x = self._cache
         self.grads["W"] = x.T @ grad
         if "b" in self.params:
-            self.grads["b"] = np.ones(len(grad), dtype=grad.dtype) @ grad
+            self.grads["b"] = column_sums(grad)
         return grad @ self.params["W"].T
 
     def __repr__(self):
@@ -447,9 +443,8 @@ class BatchNorm(Layer):
         xhat, inv_std = self._cache
         g = grad.reshape(-1, grad.shape[-1])
         m = len(g)
-        ones = np.ones(m, dtype=g.dtype)
-        dbeta = ones @ g
-        dgamma = ones @ (g * xhat)
+        dbeta = column_sums(g)
+        dgamma = column_sums(g * xhat)
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
         # d/dx of gamma * (x - mean) / std, with mean and std functions of the
         # batch: gamma/std * (g - mean(g) - xhat * mean(g * xhat))
