@@ -7,7 +7,6 @@ the default, as scikit-learn passes data around) or ``(n, 1, 28, 28)``
 """
 
 import gzip
-import os
 import socket
 import urllib.error
 import warnings
@@ -48,7 +47,7 @@ def _shape_images(x, shape):
 
 
 def _to_unit_float32(pixels):
-    return (np.asarray(pixels, dtype=np.float32) / np.float32(255.0)).astype(np.float32, copy=False)
+    return np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
 
 
 def _standard_split(X, y):
@@ -220,16 +219,8 @@ def load_digits_images(shape="images", test_size=0.25, random_state=0):
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    X = (digits.images / 16.0).astype(np.float32)
-    X = X[:, None] if shape == "images" else X.reshape(len(X), -1)
-    if shape not in ("images", "flat"):
-        raise ValueError(f"shape must be 'flat' or 'images'; got {shape!r}")
+    X = _shape_images((digits.images / 16.0).astype(np.float32), shape)
     return train_test_split(
         X, digits.target.astype(np.int64), test_size=test_size, random_state=random_state,
         stratify=digits.target,
     )  # fmt: skip
-
-
-def data_home_from_env():
-    """``SKCNN_DATA_HOME`` if set, else None (scikit-learn's default)."""
-    return os.environ.get("SKCNN_DATA_HOME") or None
