@@ -88,11 +88,6 @@ class Architecture:
         for name, value in canonical.items():
             object.__setattr__(self, name, value)
 
-    @property
-    def blocks(self):
-        """conv_filters: every block a tuple of filter counts."""
-        return self.conv_filters
-
     def to_dict(self):
         """JSON-friendly description (tuples become lists)."""
         d = asdict(self)
@@ -119,7 +114,7 @@ def build_layers(arch, rng, dtype):
         shape = layer.output_shape(shape)
 
     first = True
-    for block in arch.blocks:
+    for block in arch.conv_filters:
         for j, filters in enumerate(block):
             last = j == len(block) - 1
             add(

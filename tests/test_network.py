@@ -160,7 +160,7 @@ def test_architecture_dict_round_trip():
     assert Architecture.from_dict(arch.to_dict()) == Architecture.from_dict(
         Architecture.from_dict(arch.to_dict()).to_dict()
     )
-    assert Architecture.from_dict(arch.to_dict()).blocks == ((32, 32), (64,))
+    assert Architecture.from_dict(arch.to_dict()).conv_filters == ((32, 32), (64,))
 
 
 def test_layers_compose_by_hand(rng):
