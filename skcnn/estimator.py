@@ -610,12 +610,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Use this when you do not know the file's architecture; otherwise
         ``CNNClassifier(...).load_params(path)``.
         """
-        _, arch, _, _ = load_network(path)
+        loaded = load_network(path)
+        arch = loaded[1]
         fields = {
             name: getattr(arch, name)
             for name in ("conv_filters", "kernel_size", "hidden_layer_sizes", "batch_norm", "dropout")
         }
-        return cls(**{**fields, **params}).load_params(path)
+        estimator = cls(**{**fields, **params})
+        with _unchanged_on_error(estimator):
+            estimator._adopt(path, *loaded)
+        return estimator
 
     def load_params(self, path):
         """Load a parameter file written by :meth:`save_params`.
@@ -636,32 +640,35 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self
         """
         with _unchanged_on_error(self):
-            self._check_params()
-            network, arch, classes, extra = load_network(path)
-            wanted = self._architecture(arch.input_shape, arch.n_classes)
-            if self.input_shape is not None:
-                wanted = replace(wanted, input_shape=self._resolve_input_shape(
-                    int(np.prod(self.input_shape)), None))  # fmt: skip
-            if wanted != arch:
-                raise ParameterFileError(
-                    f"{path} holds a network {arch.to_dict()}, but this estimator's parameters "
-                    f"describe {wanted.to_dict()}. Create the estimator with matching "
-                    "architecture parameters, e.g. CNNClassifier(architecture=..., conv_filters=...)."
-                )
-            for name in ("_trainer", "_rng", "feature_names_in_"):
-                self.__dict__.pop(name, None)
-            self.network_, self._arch = network, arch
-            self.classes_ = classes
-            self.input_shape_ = tuple(arch.input_shape)
-            self.n_features_in_ = int(np.prod(arch.input_shape))
-            if "feature_names_in" in extra:
-                self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
-            self.n_iter_ = int(extra.get("n_iter", 0))
-            self.t_ = 0
-            self.loss_curve_ = list(extra.get("loss_curve", []))
-            self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
-            self.validation_scores_ = self.best_validation_score_ = None
+            self._adopt(path, *load_network(path))
         return self
+
+    def _adopt(self, path, network, arch, classes, extra):
+        """Take a network read from a parameter file, if it matches the parameters."""
+        self._check_params()
+        wanted = self._architecture(arch.input_shape, arch.n_classes)
+        if self.input_shape is not None:
+            wanted = replace(wanted, input_shape=self._resolve_input_shape(
+                int(np.prod(self.input_shape)), None))  # fmt: skip
+        if wanted != arch:
+            raise ParameterFileError(
+                f"{path} holds a network {arch.to_dict()}, but this estimator's parameters "
+                f"describe {wanted.to_dict()}. Create the estimator with matching "
+                "architecture parameters, e.g. CNNClassifier(architecture=..., conv_filters=...)."
+            )
+        for name in ("_trainer", "_rng", "feature_names_in_"):
+            self.__dict__.pop(name, None)
+        self.network_, self._arch = network, arch
+        self.classes_ = classes
+        self.input_shape_ = tuple(arch.input_shape)
+        self.n_features_in_ = int(np.prod(arch.input_shape))
+        if "feature_names_in" in extra:
+            self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
+        self.n_iter_ = int(extra.get("n_iter", 0))
+        self.t_ = 0
+        self.loss_curve_ = list(extra.get("loss_curve", []))
+        self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
+        self.validation_scores_ = self.best_validation_score_ = None
 
     # -- prediction --------------------------------------------------------------
 

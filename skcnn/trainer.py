@@ -140,7 +140,7 @@ class Trainer:
 
     # -- one epoch -----------------------------------------------------------
 
-    def _step(self, xb, yb, swb, replicas, pool):
+    def _step(self, xb, yb, swb, replicas, pool, decay):
         """Loss and gradient of one batch, then one optimizer step.
 
         The batch is cut into one micro-batch per replica; the replicas run
@@ -182,11 +182,11 @@ class Trainer:
             shares = [dtype(item[-1] / total) for item in work]
             per_replica = [r.grads() for r in used]
             grads = [sum(s * g[i] for s, g in zip(shares, per_replica)) for i in range(len(grads))]
-        self.optimizer.step(self.network.params(), grads, self.network.decay_mask())
+        self.optimizer.step(self.network.params(), grads, decay)
         self.network.merge_buffers(replicas, used)
         return loss, total
 
-    def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool):
+    def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool, decay):
         """One pass over the data; returns the epoch's (weighted) mean loss."""
         n = len(y)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
@@ -202,7 +202,7 @@ class Trainer:
                     xb = self.augment(xb, rng)
                 if schedule is not None:
                     self.optimizer.lr = schedule(b / len(starts))
-                loss, weight = self._step(xb, y[idx], swb, replicas, pool)
+                loss, weight = self._step(xb, y[idx], swb, replicas, pool, decay)
                 total_loss += loss * weight
                 total_weight += weight
             self.t += len(idx)
@@ -243,6 +243,7 @@ class Trainer:
         """
         reason = "max_iter"
         replicas = self.network.replicas(MAX_THREADS, rng)
+        decay = self.network.decay_mask()  # which arrays take weight decay: fixed per fit
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
@@ -252,7 +253,7 @@ class Trainer:
                 try:
                     with worker_pool() as pool:
                         loss = self._epoch(
-                            x, y, sample_weight, rng, interrupted, schedule, replicas, pool
+                            x, y, sample_weight, rng, interrupted, schedule, replicas, pool, decay
                         )
                 except KeyboardInterrupt:  # raised outside the signal handler's reach
                     interrupted["set"] = True
