@@ -260,36 +260,88 @@ class MaxPool2D(Layer):
             xp[:, :h, :w] = x
         else:
             xp = x
-        # An elementwise maximum over one strided view per window offset (4
-        # for 2x2): far cheaper than a reduction over extra window axes.
+        if k == s == 2:
+            out, state = self._forward_2x2(xp, training)
+        else:
+            out = self._forward_windows(xp, oh, ow)
+            state = (xp, out)
+        if training:
+            self._cache = (state, (h, w))
+        return out
+
+    def backward(self, grad):
+        state, (h, w) = self._cache
+        if self.pool_size == self.stride == 2:
+            dx = self._backward_2x2(grad, *state)
+        else:
+            dx = self._backward_windows(grad, *state)
+        return dx[:, :h, :w]
+
+    # The usual 2x2 window with stride 2, as two pairwise maxima: first of
+    # neighbouring columns, then of neighbouring rows (a reshape puts row
+    # pairs side by side, so that half runs over long contiguous rows). The
+    # two comparisons made on the way record where each maximum came from,
+    # left before right and top before bottom: the first maximum in reading
+    # order, as in the general case. Backward then only spreads the gradient
+    # through those two masks, without touching the input again (about twice
+    # as fast as finding the maxima anew while the input is out of cache).
+
+    @staticmethod
+    def _forward_2x2(xp, training):
+        n, h, w, c = xp.shape
+        cols = xp.reshape(n * h, w // 2, 2, c)  # column pairs
+        left, right = cols[:, :, 0], cols[:, :, 1]
+        m = np.maximum(left, right)
+        rows = m.reshape(n * h // 2, 2, w // 2 * c)  # row pairs of the column maxima
+        top, bottom = rows[:, 0], rows[:, 1]
+        out = np.maximum(top, bottom).reshape(n, h // 2, w // 2, c)
+        if not training:
+            return out, None
+        return out, (left >= right, top >= bottom, xp.shape)
+
+    @staticmethod
+    def _backward_2x2(grad, from_left, from_top, shape):
+        n, h, w, c = shape
+        g = grad.reshape(n * h // 2, w // 2 * c)
+        g_rows = np.empty((n * h // 2, 2, w // 2 * c), dtype=grad.dtype)
+        np.multiply(g, from_top, out=g_rows[:, 0])  # multiply by a bool mask: 5x faster than np.where
+        np.subtract(g, g_rows[:, 0], out=g_rows[:, 1])  # the rest goes to the bottom row
+        g_rows = g_rows.reshape(n * h, w // 2, c)
+        dx = np.empty((n * h, w // 2, 2, c), dtype=grad.dtype)
+        np.multiply(g_rows, from_left, out=dx[:, :, 0])
+        np.subtract(g_rows, dx[:, :, 0], out=dx[:, :, 1])
+        return dx.reshape(shape)
+
+    # Any other window: an elementwise maximum over one strided view per
+    # window offset, far cheaper than a reduction over extra window axes.
+
+    def _forward_windows(self, xp, oh, ow):
+        k = self.pool_size
         windows = self._windows(xp, oh, ow)
         first = next(windows)
         out = np.maximum(first, next(windows)) if k * k > 1 else first.copy()  # no copy pass
         for window in windows:
             np.maximum(out, window, out=out)
-        if training:
-            # Which pixel won is found again in backward by comparison: cheaper
-            # than tracking an argmax here, and it needs no extra memory.
-            self._cache = (xp, out, (h, w))
         return out
 
-    def backward(self, grad):
-        xp, out, (h, w) = self._cache
+    def _backward_windows(self, grad, xp, out):
+        # Which pixel won is found again by comparison: no memory is spent on
+        # an argmax in forward.
         oh, ow = out.shape[1:3]
         k, s = self.pool_size, self.stride
-        # With windows that tile the input exactly (the usual 2x2, stride 2)
-        # every input pixel is written once below, so dx needs no zeroing.
+        # With windows that tile the input exactly every input pixel is
+        # written once below, so dx needs no zeroing.
         dx = (np.empty if s == k else np.zeros)(xp.shape, dtype=grad.dtype)
         taken = np.zeros(out.shape, dtype=bool)  # window already routed its gradient
         for window, dx_window in zip(self._windows(xp, oh, ow), self._windows(dx, oh, ow)):
             hit = window == out
             np.greater(hit, taken, out=hit)  # hit and not taken: ties go to the first maximum
             taken |= hit
-            if s >= k:  # windows do not overlap: write in place (multiply, not np.where: 5x faster)
+            if s >= k:  # windows do not overlap: write in place
                 np.multiply(hit, grad, out=dx_window)
             else:
                 dx_window += hit * grad
-        return dx[:, :h, :w]
+        return dx
 
     def __repr__(self):
         return f"MaxPool2D(pool_size={self.pool_size}, stride={self.stride})"

@@ -73,6 +73,40 @@ def test_maxpool_gradient_goes_to_the_first_maximum_on_ties():
     np.testing.assert_array_equal(dx[0, :, :, 0], [[1, 0], [0, 0]])
 
 
+def naive_maxpool(x, grad, k, s):
+    """Loop over every window: its maximum, and its gradient routed to the
+    first maximum in reading order."""
+    n, h, w, c = x.shape
+    oh, ow = grad.shape[1:3]
+    out, dx = np.empty(grad.shape), np.zeros(x.shape)
+    for i, j in np.ndindex(oh, ow):
+        for b, ch in np.ndindex(n, c):
+            window = x[b, i * s : i * s + k, j * s : j * s + k, ch]
+            out[b, i, j, ch] = window.max()
+            ky, kx = np.unravel_index(np.argmax(window), window.shape)  # argmax: first maximum
+            dx[b, i * s + ky, j * s + kx, ch] += grad[b, i, j, ch]
+    return out, dx
+
+
+@pytest.mark.parametrize(
+    "shape,k,s",
+    [
+        ((3, 6, 8, 4), 2, 2),  # the 2x2 path
+        ((2, 5, 7, 3), 2, 2),  # the 2x2 path with partial windows
+        ((2, 7, 7, 2), 3, 2),  # overlapping windows: the general path
+        ((2, 6, 6, 2), 3, 3),  # the general path, tiling
+    ],
+)
+def test_maxpool_matches_a_loop_over_windows_with_many_ties(shape, k, s, rng):
+    x = rng.integers(0, 3, size=shape).astype(np.float64)  # three values: ties everywhere
+    layer = MaxPool2D(k, s)
+    out = layer.forward(x, training=True)
+    grad = rng.standard_normal(out.shape)
+    expected_out, expected_dx = naive_maxpool(x, grad, k, s)
+    np.testing.assert_array_equal(out, expected_out)
+    np.testing.assert_allclose(layer.backward(grad), expected_dx, rtol=1e-12, atol=1e-12)
+
+
 def test_relu_gradients(rng):
     x = rng.standard_normal((3, 4, 5, 2))
     x[np.abs(x) < 1e-3] = 0.5  # keep clear of the kink
