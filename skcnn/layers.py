@@ -514,7 +514,9 @@ class SoftmaxCrossEntropy:
     """Softmax followed by cross-entropy, fused: the gradient is ``p - onehot``.
 
     ``forward(scores, y, sample_weight=None)`` returns the (weighted) mean loss
-    as a Python float; ``backward()`` returns dLoss/dScores.
+    as a Python float; ``backward(scale=1.0)`` returns dLoss/dScores times
+    ``scale`` (a micro-batch's share of its batch, so that the gradients of the
+    micro-batches add up to the batch's).
     """
 
     def forward(self, scores, y, sample_weight=None):
@@ -527,11 +529,11 @@ class SoftmaxCrossEntropy:
         self._cache = (logp, y, w)
         return cross_entropy(logp, y, sample_weight)
 
-    def backward(self):
+    def backward(self, scale=1.0):
         logp, y, w = self._cache
         grad = np.exp(logp)  # the probabilities
         grad[np.arange(len(y)), y] -= 1
-        grad *= w[:, None]
+        grad *= (w * w.dtype.type(scale))[:, None]
         return grad
 
     def clear_cache(self):

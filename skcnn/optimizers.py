@@ -4,6 +4,8 @@ Every optimizer has one method, ``step(params, grads, decay=None)``: ``params``
 and ``grads`` are equally long lists of arrays (a dict of arrays works too,
 its values taken in order); ``decay`` says for each array whether weight
 decay applies (by default all do; networks pass True for weights only).
+``parts(...)`` cuts the same step into independent pieces that threads can
+run side by side (every rule here is elementwise).
 
 Two kinds of weight decay, both off by default:
 
@@ -16,6 +18,8 @@ State (velocities, moment estimates) is created on the first step and kept
 per position in the list, so the same list order must be passed every time.
 """
 
+from functools import partial
+
 import numpy as np
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSProp", "Adam", "make_optimizer"]
@@ -25,8 +29,22 @@ def _as_list(arrays):
     return list(arrays.values()) if isinstance(arrays, dict) else list(arrays)
 
 
+#: Arrays smaller than this are not cut between parts: for them, the Python
+#: overhead of another piece costs more than the arithmetic it would share.
+MIN_SPLIT = 1 << 14
+
+
+def _flat(a):
+    """The elements of ``a`` as a 1-D view, so that writes reach ``a``."""
+    if not a.flags.c_contiguous:
+        raise ValueError("optimizers update parameters in place: they must be C-contiguous arrays")
+    return a.reshape(-1)
+
+
 class Optimizer:
-    """Base class. Subclasses implement ``_update(i, p, g)`` for one array."""
+    """Base class. Subclasses implement ``_update(p, g, state)``: one array
+    ``p`` with its gradient ``g`` and its state tuple, all of the same shape
+    (whole arrays, or matching slices of them)."""
 
     def __init__(self, lr=0.01, weight_decay=0.0, decoupled_weight_decay=0.0):
         self.lr = lr
@@ -39,20 +57,55 @@ class Optimizer:
         return ()
 
     def step(self, params, grads, decay=None):
+        """One update of every array in ``params``, in place."""
+        for part in self.parts(params, grads, decay, n_parts=1):
+            part()
+
+    def parts(self, params, grads, decay=None, n_parts=2):
+        """One step as ``n_parts`` functions that update disjoint slices of the
+        parameters: call each once, in any order or in parallel threads; the
+        result is that of :meth:`step` to the bit.
+
+        Each entry of ``grads`` is an array, or a list of arrays whose sum is
+        the gradient (of micro-batches, say): the sum is then taken inside
+        the parts, so it is split between them too.
+        """
         params, grads = _as_list(params), _as_list(grads)
+        grads = [g if isinstance(g, (list, tuple)) else [g] for g in grads]
         if decay is None:
             decay = [True] * len(params)
         if not self.state:
             self.state = [self._init_state(p) for p in params]
         self.t += 1
-        for i, (p, g, d) in enumerate(zip(params, grads, decay)):
+        pieces = [[] for _ in range(n_parts)]
+        for p, g, state, d in zip(params, grads, self.state, decay):
+            if p.size >= MIN_SPLIT:
+                cuts = [p.size * k // n_parts for k in range(1, n_parts)]
+            else:
+                cuts = [p.size] * (n_parts - 1)  # whole, to part 0
+            bounds = [0, *cuts, p.size]
+            for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+                if hi > lo:
+                    pieces[k].append(
+                        (
+                            _flat(p)[lo:hi],
+                            [np.ravel(a)[lo:hi] for a in g],
+                            tuple(_flat(a)[lo:hi] for a in state),
+                            d,
+                        )
+                    )
+        return [partial(self._apply, piece) for piece in pieces]
+
+    def _apply(self, pieces):
+        for p, gs, state, d in pieces:
+            g = gs[0] if len(gs) == 1 else sum(gs[1:], gs[0])
             if d and self.weight_decay:
                 g = g + p.dtype.type(self.weight_decay) * p
-            self._update(i, p, g)
+            self._update(p, g, state)
             if d and self.decoupled_weight_decay:
                 p -= p.dtype.type(self.lr * self.decoupled_weight_decay) * p
 
-    def _update(self, i, p, g):
+    def _update(self, p, g, state):
         raise NotImplementedError
 
     def state_arrays(self):
@@ -66,7 +119,7 @@ class Optimizer:
 class SGD(Optimizer):
     """p -= lr * g"""
 
-    def _update(self, i, p, g):
+    def _update(self, p, g, state):
         p -= p.dtype.type(self.lr) * g
 
 
@@ -80,8 +133,8 @@ class Momentum(Optimizer):
     def _init_state(self, p):
         return (np.zeros_like(p),)
 
-    def _update(self, i, p, g):
-        (v,) = self.state[i]
+    def _update(self, p, g, state):
+        (v,) = state
         v *= p.dtype.type(self.momentum)
         v -= p.dtype.type(self.lr) * g
         p += v
@@ -94,8 +147,8 @@ class Nesterov(Momentum):
     applies the updated velocity once more, as if evaluated ahead.
     """
 
-    def _update(self, i, p, g):
-        (v,) = self.state[i]
+    def _update(self, p, g, state):
+        (v,) = state
         mu, lr = p.dtype.type(self.momentum), p.dtype.type(self.lr)
         v *= mu
         v -= lr * g
@@ -112,8 +165,8 @@ class AdaGrad(Optimizer):
     def _init_state(self, p):
         return (np.zeros_like(p),)
 
-    def _update(self, i, p, g):
-        (s,) = self.state[i]
+    def _update(self, p, g, state):
+        (s,) = state
         s += g * g
         p -= p.dtype.type(self.lr) * g / (np.sqrt(s) + p.dtype.type(self.epsilon))
 
@@ -125,8 +178,8 @@ class RMSProp(AdaGrad):
         super().__init__(lr, epsilon, **kw)
         self.rho = rho
 
-    def _update(self, i, p, g):
-        (s,) = self.state[i]
+    def _update(self, p, g, state):
+        (s,) = state
         s *= p.dtype.type(self.rho)
         s += p.dtype.type(1 - self.rho) * g * g
         p -= p.dtype.type(self.lr) * g / (np.sqrt(s) + p.dtype.type(self.epsilon))
@@ -146,8 +199,8 @@ class Adam(Optimizer):
     def _init_state(self, p):
         return (np.zeros_like(p), np.zeros_like(p))
 
-    def _update(self, i, p, g):
-        m, v = self.state[i]
+    def _update(self, p, g, state):
+        m, v = state
         f = p.dtype.type
         b1, b2, t = self.beta_1, self.beta_2, self.t
         m *= f(b1)

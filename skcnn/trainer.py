@@ -19,6 +19,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 
@@ -145,9 +146,11 @@ class Trainer:
 
         The batch is cut into one micro-batch per replica; the replicas run
         forward and backward side by side (on two cores when ``pool`` is
-        given) and their gradients are summed, weighted by their share of the
-        batch's weight: the gradient of the whole batch's mean loss. The split
-        is the same with one thread or two, so results do not depend on it.
+        given), each scaling its gradient by its share of the batch's weight,
+        so that their sum is the gradient of the whole batch's mean loss. The
+        optimizer step (with that sum) is split between the threads as well.
+        The split is the same with one thread or two, so results do not
+        depend on it.
         """
         bounds = np.linspace(0, len(yb), len(replicas) + 1).astype(int)
         work = []
@@ -155,36 +158,41 @@ class Trainer:
             sw_part = None if swb is None else swb[a:b]
             weight = (b - a) if sw_part is None else float(sw_part.sum())
             if weight > 0:
-                work.append((replica, xb[a:b], yb[a:b], sw_part, weight))
+                work.append([replica, xb[a:b], yb[a:b], sw_part, weight])
+        total = sum(item[-1] for item in work)
 
         def run(item):
-            replica, x_part, y_part, sw_part, _ = item
-            # numpy's error state is per thread: set it here, in the worker.
-            # Overflow is detected and reported (DivergenceWarning) by the loop.
-            with np.errstate(over="ignore", invalid="ignore"):
-                loss = replica.loss(x_part, y_part, sw_part)
-                replica.backward()
+            replica, x_part, y_part, sw_part, weight = item
+            loss = replica.loss(x_part, y_part, sw_part)
+            replica.backward(scale=weight / total)
             return loss
 
-        if pool is None:
-            losses = [run(item) for item in work]
-        else:  # the calling thread takes the first micro-batch itself: one hand-off fewer
-            futures = [pool.submit(run, item) for item in work[1:]]
-            losses = [run(work[0])] + [f.result() for f in futures]
-        total = sum(item[-1] for item in work)
+        losses = self._run_in_parallel(pool, [partial(run, item) for item in work])
         loss = sum(l * item[-1] for l, item in zip(losses, work)) / total
         if not math.isfinite(loss):
             raise _Diverged(f"the loss became {loss}")
         used = [item[0] for item in work]
-        grads = used[0].grads()
-        if len(used) > 1:
-            dtype = grads[0].dtype.type
-            shares = [dtype(item[-1] / total) for item in work]
-            per_replica = [r.grads() for r in used]
-            grads = [sum(s * g[i] for s, g in zip(shares, per_replica)) for i in range(len(grads))]
-        self.optimizer.step(self.network.params(), grads, decay)
+        grads = list(zip(*(r.grads() for r in used)))  # per array: one gradient per micro-batch
+        parts = self.optimizer.parts(self.network.params(), grads, decay, n_parts=len(replicas))
+        self._run_in_parallel(pool, parts)
         self.network.merge_buffers(replicas, used)
         return loss, total
+
+    @staticmethod
+    def _run_in_parallel(pool, tasks):
+        """Results of the calls ``tasks``, in the pool's threads if any; the
+        calling thread runs the first itself (one hand-off fewer)."""
+
+        def call(task):
+            # numpy's error state is per thread: set it in each one. Overflow
+            # is detected and reported (DivergenceWarning) by the loop.
+            with np.errstate(over="ignore", invalid="ignore"):
+                return task()
+
+        if pool is None:
+            return [call(task) for task in tasks]
+        futures = [pool.submit(call, task) for task in tasks[1:]]
+        return [call(tasks[0])] + [f.result() for f in futures]
 
     def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool, decay):
         """One pass over the data; returns the epoch's (weighted) mean loss."""

@@ -97,3 +97,30 @@ def test_every_solver_keeps_float32_and_descends_a_quadratic(name):
 def test_make_optimizer_rejects_an_unknown_name():
     with pytest.raises(ValueError, match="unknown solver 'lbfgs'"):
         make_optimizer("lbfgs", 0.1)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+@pytest.mark.parametrize("n_parts", [2, 3])
+def test_a_step_cut_into_parts_equals_one_step_to_the_bit(name, n_parts):
+    rng = np.random.default_rng(0)
+    shapes = [(130, 200), (7,), (3, 3, 2)]  # one array large enough to be cut
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    whole, cut = [p.copy() for p in params], [p.copy() for p in params]
+    kw = {"weight_decay": 1e-3} if name == "sgd" else {"decoupled_weight_decay": 1e-2}
+    one, parted = make_optimizer(name, 0.01, **kw), make_optimizer(name, 0.01, **kw)
+    for _ in range(3):
+        halves = [[rng.standard_normal(s).astype(np.float32) for _ in range(2)] for s in shapes]
+        one.step(whole, [a + b for a, b in halves], decay=[True, False, True])
+        parts = parted.parts(cut, halves, decay=[True, False, True], n_parts=n_parts)
+        assert len(parts) == n_parts
+        for part in reversed(parts):  # any order
+            part()
+    for a, b in zip(whole, cut):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(whole[0], params[0])  # the parts did move the weights
+
+
+def test_optimizers_refuse_parameters_they_could_not_update_in_place():
+    p = np.zeros((4, 4))[:, ::2]  # a strided view: a flat view of it would be a copy
+    with pytest.raises(ValueError, match="C-contiguous"):
+        SGD(0.1).step([p], [np.ones_like(p)])
