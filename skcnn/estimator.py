@@ -23,9 +23,6 @@ __all__ = ["CNNClassifier"]
 
 _NO_Y = object()  # _validate_input without y (None is a y, and an invalid one)
 
-#: Images scored at once by predict/predict_proba: bounds memory at any n.
-PREDICT_BATCH = 512
-
 #: batch_size="auto" trains on min(AUTO_BATCH, n_samples) samples per step.
 AUTO_BATCH = 100
 
@@ -674,7 +671,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _scores(self, X):
         check_is_fitted(self)
-        return self.network_.predict_scores(self._validate_input(X, reset=False), PREDICT_BATCH)
+        return self.network_.predict_scores(self._validate_input(X, reset=False))
 
     def predict_proba(self, X):
         """Class probabilities; rows sum to 1.
