@@ -194,7 +194,11 @@ class Conv2D(Layer):
         x_shape, cols = self._cache
         f, k = self.filters, self.kernel_size
         g = grad.reshape(-1, f)  # (N, OH, OW, F) -> (N*OH*OW, F)
-        self.grads["W"] = (g.T @ cols).reshape(self.params["W"].shape)
+        # np.dot, not @: numpy's matmul keeps the GIL while BLAS computes a
+        # product with few outputs (here F x K*K*C, as few as 16 x 9 with a
+        # huge inner dimension), which stalls the other training thread;
+        # dot releases it.
+        self.grads["W"] = np.dot(g.T, cols).reshape(self.params["W"].shape)
         if "b" in self.params:
             self.grads["b"] = column_sums(g)
         if not self.input_grad:
@@ -474,9 +478,9 @@ class BatchNorm(Layer):
             # Column sums as matrix-vector products: BLAS does them far faster
             # than numpy's reductions over leading axes.
             ones = np.full(m, 1.0 / m, dtype=x.dtype)
-            mean = ones @ x2
+            mean = np.dot(ones, x2)  # (np.dot: see column_sums)
             centered = x2 - mean
-            var = ones @ np.square(centered)
+            var = np.dot(ones, np.square(centered))
             mom = self.momentum
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
             rm *= 1 - mom
