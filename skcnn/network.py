@@ -259,9 +259,43 @@ class Network:
     def grads(self):
         return [layer.grads[k] for layer in self.layers for k in layer.params]
 
-    def decay_mask(self):
-        """True for weights, False for biases and batch-norm scales/shifts."""
-        return [k == "W" for layer in self.layers for k in layer.params]
+    def _param_groups(self):
+        """(layer, name) of the weights, which take weight decay, then of the
+        other learnable arrays (biases, batch-norm scales and shifts)."""
+        keys = [(layer, k) for layer in self.layers for k in layer.params]
+        return [[(l, k) for l, k in keys if k == "W"], [(l, k) for l, k in keys if k != "W"]]
+
+    def pack_params(self):
+        """Move the learnable arrays into two contiguous buffers, the weights
+        and the rest, each layer keeping views of its part of them.
+
+        Returns ``[(buffer, takes_weight_decay)]``. An optimizer step over two
+        buffers is a few large numpy calls instead of a dozen small ones per
+        layer. Arrays already packed stay where they are.
+        """
+        packed = []
+        for group, decays in zip(self._param_groups(), (True, False)):
+            if not group:
+                continue
+            arrays = [layer.params[k] for layer, k in group]
+            base = arrays[0].base
+            if base is not None and all(a.base is base for a in arrays) and base.size == sum(a.size for a in arrays):
+                packed.append((base, decays))
+                continue
+            buffer = np.concatenate([a.reshape(-1) for a in arrays])
+            offset = 0
+            for layer, k in group:
+                size, shape = layer.params[k].size, layer.params[k].shape
+                layer.params[k] = buffer[offset : offset + size].reshape(shape)
+                offset += size
+            packed.append((buffer, decays))
+        return packed
+
+    def packed_grads(self, out):
+        """Write the gradients into ``out``, buffers laid out as :meth:`pack_params`'s."""
+        groups = [group for group in self._param_groups() if group]
+        for group, buffer in zip(groups, out):
+            np.concatenate([layer.grads[k].reshape(-1) for layer, k in group], out=buffer)
 
     def state_dict(self):
         """Copies of every learnable array and buffer, by name."""

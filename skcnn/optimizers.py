@@ -76,6 +76,8 @@ class Optimizer:
             decay = [True] * len(params)
         if not self.state:
             self.state = [self._init_state(p) for p in params]
+        if len(self.state) != len(params) or any(s and s[0].shape != p.shape for p, s in zip(params, self.state)):
+            raise ValueError("this optimizer's state belongs to other parameters")
         self.t += 1
         pieces = [[] for _ in range(n_parts)]
         for p, g, state, d in zip(params, grads, self.state, decay):

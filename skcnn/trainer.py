@@ -68,6 +68,17 @@ def _all_finite(arrays):
     return all(np.isfinite(a).all() for a in arrays)
 
 
+class _Packed:
+    """The network's learnable arrays packed into a few buffers
+    (:meth:`Network.pack_params`), whether each takes weight decay, and
+    gradient buffers of the same layout for each replica."""
+
+    def __init__(self, packed):
+        self.params = [buffer for buffer, _ in packed]
+        self.decay = [decays for _, decays in packed]
+        self.grads = {}
+
+
 class Trainer:
     """Minibatch training of a :class:`~skcnn.network.Network`.
 
@@ -141,7 +152,7 @@ class Trainer:
 
     # -- one epoch -----------------------------------------------------------
 
-    def _step(self, xb, yb, swb, replicas, pool, decay):
+    def _step(self, xb, yb, swb, replicas, pool, packed):
         """Loss and gradient of one batch, then one optimizer step.
 
         The batch is cut into one micro-batch per replica; the replicas run
@@ -165,6 +176,7 @@ class Trainer:
             replica, x_part, y_part, sw_part, weight = item
             loss = replica.loss(x_part, y_part, sw_part)
             replica.backward(scale=weight / total)
+            replica.packed_grads(out=packed.grads[id(replica)])
             return loss
 
         losses = self._run_in_parallel(pool, [partial(run, item) for item in work])
@@ -172,8 +184,8 @@ class Trainer:
         if not math.isfinite(loss):
             raise _Diverged(f"the loss became {loss}")
         used = [item[0] for item in work]
-        grads = list(zip(*(r.grads() for r in used)))  # per array: one gradient per micro-batch
-        parts = self.optimizer.parts(self.network.params(), grads, decay, n_parts=len(replicas))
+        grads = list(zip(*(packed.grads[id(r)] for r in used)))  # per buffer: one per micro-batch
+        parts = self.optimizer.parts(packed.params, grads, packed.decay, n_parts=len(replicas))
         self._run_in_parallel(pool, parts)
         self.network.merge_buffers(replicas, used)
         return loss, total
@@ -194,7 +206,7 @@ class Trainer:
         futures = [pool.submit(call, task) for task in tasks[1:]]
         return [call(tasks[0])] + [f.result() for f in futures]
 
-    def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool, decay):
+    def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool, packed):
         """One pass over the data; returns the epoch's (weighted) mean loss."""
         n = len(y)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
@@ -210,7 +222,7 @@ class Trainer:
                     xb = self.augment(xb, rng)
                 if schedule is not None:
                     self.optimizer.lr = schedule(b / len(starts))
-                loss, weight = self._step(xb, y[idx], swb, replicas, pool, decay)
+                loss, weight = self._step(xb, y[idx], swb, replicas, pool, packed)
                 total_loss += loss * weight
                 total_weight += weight
             self.t += len(idx)
@@ -250,8 +262,9 @@ class Trainer:
             "diverged".
         """
         reason = "max_iter"
-        replicas = self.network.replicas(MAX_THREADS, rng)
-        decay = self.network.decay_mask()  # which arrays take weight decay: fixed per fit
+        packed = _Packed(self.network.pack_params())
+        replicas = self.network.replicas(MAX_THREADS, rng)  # (sharing the packed weights)
+        packed.grads = {id(r): [np.empty_like(p) for p in packed.params] for r in replicas}
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
@@ -261,7 +274,7 @@ class Trainer:
                 try:
                     with worker_pool() as pool:
                         loss = self._epoch(
-                            x, y, sample_weight, rng, interrupted, schedule, replicas, pool, decay
+                            x, y, sample_weight, rng, interrupted, schedule, replicas, pool, packed
                         )
                 except KeyboardInterrupt:  # raised outside the signal handler's reach
                     interrupted["set"] = True

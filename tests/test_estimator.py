@@ -1,3 +1,4 @@
+import pickle
 import subprocess
 import sys
 
@@ -132,6 +133,18 @@ def test_warm_start_continues_training(digits):
     cold = CNNClassifier(max_iter=2, random_state=0).fit(X_train, y_train)
     cold.fit(X_train, y_train)
     assert cold.n_iter_ == 2  # without warm_start, fit starts over
+
+
+def test_warm_start_after_a_pickle_round_trip_continues_exactly(digits):
+    # unpickled weights are separate arrays again: fit packs them anew and
+    # the optimizer state (saved in the packed layout) still fits them
+    X_train, _, y_train, _ = digits
+    clf = CNNClassifier(max_iter=1, warm_start=True, random_state=0).fit(X_train, y_train)
+    copy = pickle.loads(pickle.dumps(clf))
+    clf.fit(X_train, y_train)
+    copy.fit(X_train, y_train)
+    for a, b in zip(clf.network_.params(), copy.network_.params()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_images_in_3d_and_4d_and_flat_agree(digits):

@@ -172,3 +172,32 @@ def test_layers_compose_by_hand(rng):
     assert out.shape == (2, 3, 3, 4)
     grad = conv.backward(pool.backward(relu.backward(np.ones_like(out))))
     assert grad.shape == x.shape
+
+
+def test_pack_params_moves_weights_and_the_rest_into_two_buffers():
+    net = make({"batch_norm": True, "hidden_layer_sizes": (5,)}, (1, 8, 8), dtype=np.float32)
+    before = {name: p.copy() for name, p in net.named_params()}
+    (weights, w_decay), (rest, r_decay) = net.pack_params()
+    assert (w_decay, r_decay) == (True, False)
+    named = dict(net.named_params())
+    for name, p in named.items():  # same values, now views of the buffers
+        np.testing.assert_array_equal(p, before[name])
+        assert np.shares_memory(p, weights if name.endswith(".W") else rest)
+    assert weights.size == sum(p.size for n, p in named.items() if n.endswith(".W"))
+    assert rest.size == sum(p.size for n, p in named.items() if not n.endswith(".W"))
+    # packing again keeps the buffers; writes to a buffer reach the layers
+    again = net.pack_params()
+    assert again[0][0] is weights and again[1][0] is rest
+    weights[:] = 0
+    assert all(not p.any() for n, p in net.named_params() if n.endswith(".W"))
+    # gradients come out in the same layout
+    x = np.random.default_rng(1).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    net.loss(x, np.array([0, 1, 2, 0]))
+    net.backward()
+    out = [np.empty_like(weights), np.empty_like(rest)]
+    net.packed_grads(out)
+    grads = dict(zip([n for n, _ in net.named_params()], net.grads()))
+    expected_w = np.concatenate([g.ravel() for n, g in grads.items() if n.endswith(".W")])
+    expected_r = np.concatenate([g.ravel() for n, g in grads.items() if not n.endswith(".W")])
+    np.testing.assert_array_equal(out[0], expected_w)
+    np.testing.assert_array_equal(out[1], expected_r)

@@ -124,3 +124,12 @@ def test_optimizers_refuse_parameters_they_could_not_update_in_place():
     p = np.zeros((4, 4))[:, ::2]  # a strided view: a flat view of it would be a copy
     with pytest.raises(ValueError, match="C-contiguous"):
         SGD(0.1).step([p], [np.ones_like(p)])
+
+
+def test_an_optimizer_refuses_parameters_its_state_was_not_made_for():
+    opt = Adam(0.1)
+    opt.step([P0.copy()], [G1])
+    with pytest.raises(ValueError, match="state belongs to other parameters"):
+        opt.step([P0.copy(), P0.copy()], [G1, G1])
+    with pytest.raises(ValueError, match="state belongs to other parameters"):
+        opt.step([np.zeros(3)], [np.zeros(3)])
