@@ -45,6 +45,9 @@ def he_normal(rng, shape, fan_in, dtype):
 class Layer:
     """Base class: a layer without parameters that passes gradients through."""
 
+    #: Whether training changes ``buffers`` (batch norm's running statistics).
+    trains_buffers = False
+
     def __init__(self):
         self.params = {}
         self.grads = {}
@@ -457,6 +460,8 @@ class BatchNorm(Layer):
     estimates (``momentum`` is the weight of the new batch); prediction uses
     the running estimates, so one image's output does not depend on the others.
     """
+
+    trains_buffers = True
 
     def __init__(self, n_features, momentum=0.1, eps=1e-5, *, dtype=np.float32):
         super().__init__()

@@ -238,9 +238,12 @@ class Network:
         return out
 
     def merge_buffers(self, replicas, used):
-        """Set every buffer (batch-norm running statistics) to its mean over
-        the replicas in ``used``, here and in all ``replicas``."""
+        """Set every buffer that training changes (batch-norm running
+        statistics) to its mean over the replicas in ``used``, here and in all
+        ``replicas``."""
         for i, layer in enumerate(self.layers):
+            if not layer.trains_buffers:
+                continue
             for k, v in layer.buffers.items():
                 copies = [r.layers[i].buffers[k] for r in used]
                 v[...] = sum(copies[1:], copies[0].copy()) / v.dtype.type(len(copies))
