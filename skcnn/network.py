@@ -149,7 +149,7 @@ def build_layers(arch, rng, dtype):
 
 
 #: Images scored at once in prediction. Small batches keep every intermediate
-#: array in cache: 64 predicts about 1.5x faster than 512 (benchmarks/speed.py).
+#: array in cache: 64 at a time predicts about 1.5x faster than 512 here.
 PREDICT_BATCH = 64
 
 
