@@ -71,12 +71,12 @@ def _all_finite(arrays):
 class _Packed:
     """The network's learnable arrays packed into a few buffers
     (:meth:`Network.pack_params`), whether each takes weight decay, and
-    gradient buffers of the same layout for each replica."""
+    gradient buffers of the same layout, one list per replica."""
 
     def __init__(self, packed):
         self.params = [buffer for buffer, _ in packed]
         self.decay = [decays for _, decays in packed]
-        self.grads = {}
+        self.grads = []
 
 
 class Trainer:
@@ -165,29 +165,28 @@ class Trainer:
         """
         bounds = np.linspace(0, len(yb), len(replicas) + 1).astype(int)
         work = []
-        for replica, a, b in zip(replicas, bounds[:-1], bounds[1:]):
+        for replica, grads, a, b in zip(replicas, packed.grads, bounds[:-1], bounds[1:]):
             sw_part = None if swb is None else swb[a:b]
             weight = (b - a) if sw_part is None else float(sw_part.sum())
             if weight > 0:
-                work.append([replica, xb[a:b], yb[a:b], sw_part, weight])
+                work.append((replica, grads, xb[a:b], yb[a:b], sw_part, weight))
         total = sum(item[-1] for item in work)
 
         def run(item):
-            replica, x_part, y_part, sw_part, weight = item
+            replica, grads, x_part, y_part, sw_part, weight = item
             loss = replica.loss(x_part, y_part, sw_part)
             replica.backward(scale=weight / total)
-            replica.packed_grads(out=packed.grads[id(replica)])
+            replica.packed_grads(out=grads)
             return loss
 
         losses = self._run_in_parallel(pool, [partial(run, item) for item in work])
         loss = sum(l * item[-1] for l, item in zip(losses, work)) / total
         if not math.isfinite(loss):
             raise _Diverged(f"the loss became {loss}")
-        used = [item[0] for item in work]
-        grads = list(zip(*(packed.grads[id(r)] for r in used)))  # per buffer: one per micro-batch
+        grads = list(zip(*(item[1] for item in work)))  # per buffer: one per micro-batch
         parts = self.optimizer.parts(packed.params, grads, packed.decay, n_parts=len(replicas))
         self._run_in_parallel(pool, parts)
-        self.network.merge_buffers(replicas, used)
+        self.network.merge_buffers(replicas, [item[0] for item in work])
         return loss, total
 
     @staticmethod
@@ -264,7 +263,7 @@ class Trainer:
         reason = "max_iter"
         packed = _Packed(self.network.pack_params())
         replicas = self.network.replicas(MAX_THREADS, rng)  # (sharing the packed weights)
-        packed.grads = {id(r): [np.empty_like(p) for p in packed.params] for r in replicas}
+        packed.grads = [[np.empty_like(p) for p in packed.params] for _ in replicas]
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
