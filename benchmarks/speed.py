@@ -105,7 +105,7 @@ def run_skcnn(args):
         clf.predict_proba(X_test)
         infer.append(time.perf_counter() - start)
     result = summary("skcnn", name, X_train, X_test, epoch_times, infer, clf.score(X_test, y_test))
-    result["layers"] = layer_breakdown(clf.network_, X_train[:100], y_train[:100])
+    result["layers"] = layer_breakdown(clf.network_, X_train[:50], y_train[:50])  # one micro-batch
     clf.network_.clear_cache()
     return result
 
@@ -286,8 +286,12 @@ def main(argv=None):
     for key in ("skcnn_vs_pytorch", "skcnn_vs_textbook"):
         if key in report:
             print(f"{key}: " + ", ".join(f"{k} {v}x" for k, v in report[key].items()))
+    print("each round (train img/s, infer img/s):")
+    for r in results:
+        print(f"  {r['framework']:16} " + "  ".join(
+            f"{x['train_images_per_s']:6d} {x['infer_images_per_s']:6d}" for x in r["rounds"]))  # fmt: skip
     if ours:
-        print("\nskcnn per layer, one batch of 100, one thread (ms):")
+        print("\nskcnn per layer, one micro-batch of 50 as each training thread runs it, alone (ms):")
         for row in ours["layers"]:
             print(f"  {row['layer'][:44]:44} forward {row['forward_ms']:7.3f}  backward {row['backward_ms']:7.3f}")
 
