@@ -25,9 +25,9 @@ from skcnn.datasets import DatasetUnavailableError, load_fashion_mnist, load_mni
 CONFIGS = {
     # the origin's run: default network, Adam 1e-3, batches of 100, 5 epochs
     "origin-5": dict(max_iter=5),
-    # the deep preset with a cosine schedule and flips/shifts: about 16 minutes here
+    # the deep preset with a cosine schedule and flips/shifts: about 15 minutes here
     "deep-15": dict(architecture="deep", max_iter=15, learning_rate="cosine", augment="shift+flip"),
-    # the same, trained longer: about 26 minutes here
+    # the same, trained longer: about 25 minutes here
     "deep-25": dict(architecture="deep", max_iter=25, learning_rate="cosine", augment="shift+flip"),
 }
 

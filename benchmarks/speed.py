@@ -5,6 +5,7 @@
     python benchmarks/speed.py --textbook       # and the textbook NumPy baseline
     python benchmarks/speed.py --torch --native-blas   # with OPENBLAS_CORETYPE unset for the runs
     python benchmarks/speed.py --json
+    python benchmarks/speed.py --torch --rounds 1 --seed 1   # other initial weights and shuffling
 
 Each framework runs in a fresh child process (so peak RSS is its own), on the
 same data: Fashion-MNIST when Debian's dataset-fashion-mnist is installed,
@@ -93,7 +94,7 @@ def run_skcnn(args):
     from skcnn import CNNClassifier
 
     X_train, X_test, y_train, y_test, name = load_data(args.n_train, args.data)
-    clf = CNNClassifier(max_iter=1, batch_size=100, random_state=0, warm_start=True)
+    clf = CNNClassifier(max_iter=1, batch_size=100, random_state=args.seed, warm_start=True)
     epoch_times = []
     for _ in range(args.epochs):
         start = time.perf_counter()
@@ -119,7 +120,7 @@ def run_torch(args):
     from torch import nn
 
     torch.set_num_threads(2)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     X_train, X_test, y_train, y_test, name = load_data(args.n_train, args.data)
     model = nn.Sequential(
         nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -133,7 +134,7 @@ def run_torch(args):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(X_train), torch.from_numpy(y_train.astype(np.int64))
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator().manual_seed(args.seed)
     epoch_times = []
     for _ in range(args.epochs):
         start = time.perf_counter()
@@ -217,6 +218,7 @@ def main(argv=None):
     parser.add_argument("--data", choices=["auto", "fashion", "synthetic"], default="auto")
     parser.add_argument("--native-blas", action="store_true",
                         help="unset OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE for the runs")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -230,7 +232,8 @@ def main(argv=None):
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     passthrough = ["--epochs", str(args.epochs), "--repeats", str(args.repeats), "--n-train",
-                   str(args.n_train), "--textbook-n", str(args.textbook_n), "--data", args.data]  # fmt: skip
+                   str(args.n_train), "--textbook-n", str(args.textbook_n), "--data", args.data,
+                   "--seed", str(args.seed)]  # fmt: skip
     names = ["skcnn"] + (["torch"] if args.torch else []) + (["textbook"] if args.textbook else [])
     runs = {name: [] for name in names}
     for _ in range(args.rounds):
