@@ -254,6 +254,11 @@ class MaxPool2D(Layer):
         k, s = self.pool_size, self.stride
         return (_pool_output_size(h, k, s), _pool_output_size(w, k, s), c)
 
+    @property
+    def _pairwise(self):
+        """Whether windows are the usual 2x2 with stride 2 (the fast path)."""
+        return self.pool_size == self.stride == 2
+
     def _windows(self, xp, oh, ow):
         """One strided view per window offset: (N, OH, OW, C) each."""
         k, s = self.pool_size, self.stride
@@ -271,7 +276,7 @@ class MaxPool2D(Layer):
             xp[:, :h, :w] = x
         else:
             xp = x
-        if k == s == 2:
+        if self._pairwise:
             out, state = self._forward_2x2(xp, training)
         else:
             out = self._forward_windows(xp, oh, ow)
@@ -282,7 +287,7 @@ class MaxPool2D(Layer):
 
     def backward(self, grad):
         state, (h, w) = self._cache
-        if self.pool_size == self.stride == 2:
+        if self._pairwise:
             dx = self._backward_2x2(grad, *state)
         else:
             dx = self._backward_windows(grad, *state)

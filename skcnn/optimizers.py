@@ -86,16 +86,10 @@ class Optimizer:
             else:
                 cuts = [p.size] * (n_parts - 1)  # whole, to part 0
             bounds = [0, *cuts, p.size]
+            p, g, state = _flat(p), [np.ravel(a) for a in g], [_flat(a) for a in state]
             for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
                 if hi > lo:
-                    pieces[k].append(
-                        (
-                            _flat(p)[lo:hi],
-                            [np.ravel(a)[lo:hi] for a in g],
-                            tuple(_flat(a)[lo:hi] for a in state),
-                            d,
-                        )
-                    )
+                    pieces[k].append((p[lo:hi], [a[lo:hi] for a in g], tuple(a[lo:hi] for a in state), d))
         return [partial(self._apply, piece) for piece in pieces]
 
     def _apply(self, pieces):

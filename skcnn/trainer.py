@@ -73,10 +73,10 @@ class _Packed:
     (:meth:`Network.pack_params`), whether each takes weight decay, and
     gradient buffers of the same layout, one list per replica."""
 
-    def __init__(self, packed):
+    def __init__(self, packed, n_replicas):
         self.params = [buffer for buffer, _ in packed]
         self.decay = [decays for _, decays in packed]
-        self.grads = []
+        self.grads = [[np.empty_like(p) for p in self.params] for _ in range(n_replicas)]
 
 
 class Trainer:
@@ -261,9 +261,8 @@ class Trainer:
             "diverged".
         """
         reason = "max_iter"
-        packed = _Packed(self.network.pack_params())
+        packed = _Packed(self.network.pack_params(), MAX_THREADS)
         replicas = self.network.replicas(MAX_THREADS, rng)  # (sharing the packed weights)
-        packed.grads = [[np.empty_like(p) for p in packed.params] for _ in replicas]
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
