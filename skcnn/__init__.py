@@ -5,9 +5,8 @@ The package reads bottom-up: :mod:`skcnn.functions` (array math) ->
 :mod:`skcnn.trainer` -> :mod:`skcnn.estimator` (:class:`CNNClassifier`).
 """
 
-__version__ = "0.1.0"
-
-from .estimator import CNNClassifier  # noqa: E402
-from .persistence import ParameterFileError  # noqa: E402
+from ._version import __version__
+from .estimator import CNNClassifier
+from .persistence import ParameterFileError
 
 __all__ = ["CNNClassifier", "ParameterFileError", "__version__"]

@@ -5,6 +5,8 @@ its randomness from the ``numpy.random.Generator`` it is given. Prediction
 never augments.
 """
 
+from functools import partial
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -57,33 +59,36 @@ def random_erase(x, rng, size=0.25, p=0.5):
     return out
 
 
-#: Names accepted by the estimator's ``augment`` parameter.
-AUGMENTATIONS = ("shift", "flip", "erase")
+#: Augmentations by the name the estimator's ``augment`` parameter uses: each
+#: a function ``f(x, rng)`` of a batch (N, C, H, W). A new one is one entry.
+AUGMENTATIONS = {
+    "shift": partial(random_shift, max_shift=2),  # up to 2 pixels: 7% of a 28-pixel side
+    "flip": random_flip,
+    "erase": random_erase,
+}
 
 
 class Augmenter:
     """A picklable ``f(x, rng)`` applying the augmentations named in ``spec``.
 
     ``spec`` is names from :data:`AUGMENTATIONS` joined by "+", e.g.
-    ``"shift"`` or ``"shift+flip+erase"``.
+    ``"shift"`` or ``"shift+flip+erase"``; they are applied in the order of
+    :data:`AUGMENTATIONS`, whatever the order in ``spec``.
     """
 
     def __init__(self, spec):
         names = spec.split("+") if isinstance(spec, str) else []
         if not names or any(name not in AUGMENTATIONS for name in names):
             raise ValueError(
-                f"augment must be None or names from {AUGMENTATIONS} joined by '+' "
+                f"augment must be None or names from {tuple(AUGMENTATIONS)} joined by '+' "
                 f"(e.g. 'shift+erase'); got {spec!r}"
             )
         self.names = names
 
     def __call__(self, x, rng):
-        if "shift" in self.names:
-            x = random_shift(x, 2, rng)
-        if "flip" in self.names:
-            x = random_flip(x, rng)
-        if "erase" in self.names:
-            x = random_erase(x, rng)
+        for name, augmentation in AUGMENTATIONS.items():
+            if name in self.names:
+                x = augmentation(x, rng=rng)
         return x
 
     def __repr__(self):

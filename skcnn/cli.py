@@ -48,7 +48,7 @@ def _dataset_for(path, model):
     """The data set a parameter file was trained on, as ``skcnn train`` recorded it."""
     from .persistence import load_network
 
-    recorded = load_network(path)[3].get("metadata", {}).get("dataset")
+    recorded = load_network(path).extra.get("metadata", {}).get("dataset")
     if recorded in DATASETS:
         return recorded
     return "digits" if model.input_shape_[1:] == (8, 8) else "mnist"

@@ -13,11 +13,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .augmentation import Augmenter
 from .functions import log_softmax, softmax
-from . import __version__
+from ._version import __version__
 from .network import PRESETS, Architecture, Network
 from .optimizers import SOLVERS, make_optimizer
 from .persistence import ParameterFileError, load_network, save_network
-from .trainer import LEARNING_RATES, Trainer
+from .trainer import LEARNING_RATES, History, Trainer
 
 __all__ = ["CNNClassifier"]
 
@@ -50,6 +50,71 @@ def _is_int(x):
 
 def _is_real(x):
     return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _is_bool(x):
+    return isinstance(x, (bool, np.bool_))
+
+
+def _positive_ints(value):
+    return isinstance(value, tuple) and all(_is_int(v) and v > 0 for v in value)
+
+
+def _finite(low, high=np.inf, *, closed=(True, True)):
+    """A check that a real number lies in [low, high] (or the open ends)."""
+
+    def valid(x):
+        if not (_is_real(x) and np.isfinite(x)):
+            return False
+        above = x >= low if closed[0] else x > low
+        below = x <= high if closed[1] else x < high
+        return above and below
+
+    return valid
+
+
+#: Every hyperparameter's check and the allowed values its error message
+#: names: ``{name} must be {allowed}; got {value!r}``.
+_CONSTRAINTS = {
+    "architecture": (lambda v: isinstance(v, str) and v in PRESETS, f"one of {sorted(PRESETS)}"),
+    "conv_filters": (
+        lambda v: v is None
+        or (isinstance(v, tuple) and all((_is_int(b) and b > 0) or (_positive_ints(b) and b) for b in v)),
+        "None or a tuple of positive ints or of tuples of positive ints, e.g. (16, 32)",
+    ),
+    "kernel_size": (lambda v: v is None or (_is_int(v) and v > 0 and v % 2 == 1), "None or an odd positive int"),
+    "hidden_layer_sizes": (
+        lambda v: v is None or (isinstance(v, (tuple, list)) and all(_is_int(u) and u > 0 for u in v)),
+        "None or a tuple of positive ints, e.g. (100,)",
+    ),
+    "batch_norm": (lambda v: v is None or _is_bool(v), "None, True or False"),
+    "dropout": (lambda v: v is None or _finite(0, 1, closed=(True, False))(v), "None or a float in [0, 1)"),
+    "input_shape": (
+        lambda v: v is None or (_positive_ints(v) and len(v) in (2, 3)),
+        "None or a tuple (C, H, W) or (H, W) of positive ints",
+    ),
+    "solver": (lambda v: isinstance(v, str) and v in SOLVERS, f"one of {sorted(SOLVERS)}"),
+    "alpha": (_finite(0), "a finite float >= 0"),
+    "weight_decay": (_finite(0), "a finite float >= 0"),
+    "tol": (_finite(0), "a finite float >= 0"),
+    "learning_rate_init": (_finite(0, closed=(False, True)), "a finite float > 0"),
+    "epsilon": (_finite(0, closed=(False, True)), "a finite float > 0"),
+    "batch_size": (
+        lambda v: v == "auto" if isinstance(v, str) else (_is_int(v) and v >= 1),
+        "'auto' or an int >= 1",
+    ),
+    "learning_rate": (lambda v: isinstance(v, str) and v in LEARNING_RATES, f"one of {list(LEARNING_RATES)}"),
+    "max_iter": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "n_iter_no_change": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "verbose": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "shuffle": (_is_bool, "True or False"),
+    "warm_start": (_is_bool, "True or False"),
+    "early_stopping": (_is_bool, "True or False"),
+    "momentum": (_finite(0, 1), "a float in [0, 1]"),
+    "validation_fraction": (_finite(0, 1, closed=(False, False)), "a float in (0, 1)"),
+    "beta_1": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
+    "beta_2": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
+}
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -144,6 +209,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``(C, H, W)`` of one image.
     network_ : skcnn.network.Network
         The fitted network (its layers and weights).
+    history_ : skcnn.trainer.History
+        The training record (losses, validation scores, epochs, samples
+        seen), extended by warm starts and ``partial_fit``; the attributes
+        below read it.
     n_iter_ : int
         Epochs trained, summed over warm starts and ``partial_fit`` calls.
     t_ : int
@@ -240,68 +309,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_params(self):
         """Reject invalid hyperparameters, naming the parameter and what is allowed."""
-
-        def fail(name, allowed):
-            raise ValueError(f"{name} must be {allowed}; got {getattr(self, name)!r}")
-
-        def positive_int_tuple(value):
-            return isinstance(value, tuple) and all(_is_int(v) and v > 0 for v in value)
-
-        if self.architecture not in PRESETS:
-            fail("architecture", f"one of {sorted(PRESETS)}")
-        cf = self.conv_filters
-        if cf is not None and not (
-            isinstance(cf, tuple)
-            and all((_is_int(b) and b > 0) or (positive_int_tuple(b) and len(b) > 0) for b in cf)
-        ):
-            fail("conv_filters", "None or a tuple of positive ints or of tuples of positive ints, e.g. (16, 32)")
-        ks = self.kernel_size
-        if ks is not None and not (_is_int(ks) and ks > 0 and ks % 2 == 1):
-            fail("kernel_size", "None or an odd positive int")
-        hl = self.hidden_layer_sizes
-        if hl is not None and not (
-            isinstance(hl, (tuple, list)) and all(_is_int(v) and v > 0 for v in hl)
-        ):
-            fail("hidden_layer_sizes", "None or a tuple of positive ints, e.g. (100,)")
-        if self.batch_norm is not None and not isinstance(self.batch_norm, (bool, np.bool_)):
-            fail("batch_norm", "None, True or False")
-        if self.dropout is not None and not (_is_real(self.dropout) and 0 <= self.dropout < 1):
-            fail("dropout", "None or a float in [0, 1)")
-        sh = self.input_shape
-        if sh is not None and not (positive_int_tuple(sh) and len(sh) in (2, 3)):
-            fail("input_shape", "None or a tuple (C, H, W) or (H, W) of positive ints")
-        if self.solver not in SOLVERS:
-            fail("solver", f"one of {sorted(SOLVERS)}")
-        for name in ("alpha", "weight_decay", "tol"):
+        for name, (valid, allowed) in _CONSTRAINTS.items():
             value = getattr(self, name)
-            if not (_is_real(value) and value >= 0 and np.isfinite(value)):
-                fail(name, "a finite float >= 0")
-        for name in ("learning_rate_init", "epsilon"):
-            value = getattr(self, name)
-            if not (_is_real(value) and value > 0 and np.isfinite(value)):
-                fail(name, "a finite float > 0")
-        bs = self.batch_size
-        if not (bs == "auto" if isinstance(bs, str) else (_is_int(bs) and bs >= 1)):
-            fail("batch_size", "'auto' or an int >= 1")
-        if self.learning_rate not in LEARNING_RATES:
-            fail("learning_rate", f"one of {list(LEARNING_RATES)}")
-        for name in ("max_iter", "n_iter_no_change"):
-            value = getattr(self, name)
-            if not (_is_int(value) and value >= 1):
-                fail(name, "an int >= 1")
-        if not (_is_int(self.verbose) and self.verbose >= 0):
-            fail("verbose", "an int >= 0")
-        for name in ("shuffle", "warm_start", "early_stopping"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                fail(name, "True or False")
-        if not (_is_real(self.momentum) and 0 <= self.momentum <= 1):
-            fail("momentum", "a float in [0, 1]")
-        if not (_is_real(self.validation_fraction) and 0 < self.validation_fraction < 1):
-            fail("validation_fraction", "a float in (0, 1)")
-        for name in ("beta_1", "beta_2"):
-            value = getattr(self, name)
-            if not (_is_real(value) and 0 <= value < 1):
-                fail(name, "a float in [0, 1)")
+            if not valid(value):
+                raise ValueError(f"{name} must be {allowed}; got {value!r}")
         if self.augment is not None:
             Augmenter(self.augment)  # raises a ValueError naming augment
 
@@ -448,10 +459,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self._arch = self._architecture(self.input_shape_, len(self.classes_))
             self.network_ = Network.from_architecture(self._arch, self._rng, X.dtype)
             self._set_input_scaling(X, sw)
-        if fresh or not hasattr(self, "_trainer"):  # also after load_params
+            self.history_ = History()
+        if fresh or not hasattr(self, "_optimizer"):  # also after load_params
             if not hasattr(self, "_rng"):
                 self._rng = self._new_rng()
-            optimizer = make_optimizer(
+            self._optimizer = make_optimizer(
                 self.solver,
                 self.learning_rate_init,
                 momentum=self.momentum,
@@ -461,27 +473,64 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 weight_decay=self.alpha,
                 decoupled_weight_decay=self.weight_decay,
             )
-            self._trainer = Trainer(self.network_, optimizer, batch_size=1)
-            if not fresh:  # a loaded network: its history goes on
-                self._trainer.n_iter = self.n_iter_
-                self._trainer.loss_curve = list(self.loss_curve_)
-        trainer = self._configure_trainer(len(y), incremental)
-
-        validation = None
-        if self.early_stopping and not incremental:
-            X, y_idx, sw, validation = self._split_validation(X, y_idx, sw)
-        trainer.fit(
-            X, y_idx, sw, self._rng, 1 if incremental else self.max_iter, validation=validation
-        )
-        trainer.drop_best_state()
-
-        self.n_iter_ = trainer.n_iter
-        self.t_ = trainer.t
-        self.loss_curve_ = list(trainer.loss_curve)
+        # "adaptive" lowers the rate as training stalls: partial_fit goes on
+        # from the lowered rate, every other call starts from learning_rate_init.
+        if self.learning_rate != "adaptive" or not incremental:
+            self._optimizer.lr = self.learning_rate_init
         early = self.early_stopping and not incremental
-        self.validation_scores_ = list(trainer.validation_scores) if early else None
-        self.best_validation_score_ = trainer.best_validation_score if early else None
-        self.best_loss_ = None if early else trainer.best_loss
+        batch = AUTO_BATCH if self.batch_size == "auto" else self.batch_size
+        trainer = Trainer(
+            self.network_,
+            self._optimizer,
+            self.history_,
+            batch_size=min(batch, len(y)),
+            shuffle=self.shuffle,
+            tol=self.tol,
+            n_iter_no_change=self.n_iter_no_change,
+            early_stopping=early,
+            learning_rate="constant" if incremental else self.learning_rate,
+            augment=None if self.augment is None else Augmenter(self.augment),
+            verbose=self.verbose,
+        )
+        validation = None
+        if early:
+            X, y_idx, sw, validation = self._split_validation(X, y_idx, sw)
+        trainer.fit(X, y_idx, sw, self._rng, 1 if incremental else self.max_iter, validation=validation)
+        self._early_stopping_fit = early
+
+    # -- the training record (one owner: history_) ------------------------------
+
+    @property
+    def n_iter_(self):
+        """Epochs trained, summed over warm starts and ``partial_fit`` calls."""
+        return self.history_.n_iter
+
+    @property
+    def t_(self):
+        """Training samples seen."""
+        return self.history_.t
+
+    @property
+    def loss_curve_(self):
+        """Mean training loss of each epoch (a copy of ``history_.loss_curve``)."""
+        return list(self.history_.loss_curve)
+
+    @property
+    def best_loss_(self):
+        """Lowest training loss, or None when the last fit used early stopping."""
+        if self._early_stopping_fit or not self.history_.loss_curve:
+            return None
+        return self.history_.best_loss
+
+    @property
+    def validation_scores_(self):
+        """Validation accuracy of each epoch, or None without early stopping."""
+        return list(self.history_.validation_scores) if self._early_stopping_fit else None
+
+    @property
+    def best_validation_score_(self):
+        """Best validation accuracy, or None without early stopping."""
+        return self.history_.best_validation_score if self._early_stopping_fit else None
 
     def _new_rng(self):
         """The one generator every random number of a fit comes from."""
@@ -536,21 +585,6 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         rescale.buffers["shift"][...] = mean
         rescale.buffers["scale"][...] = std if std > 1e-12 * max(1.0, abs(mean)) else 1.0
 
-    def _configure_trainer(self, n_samples, incremental):
-        trainer = self._trainer
-        batch = AUTO_BATCH if self.batch_size == "auto" else self.batch_size
-        trainer.batch_size = min(batch, n_samples)
-        trainer.shuffle = self.shuffle
-        trainer.tol = self.tol
-        trainer.n_iter_no_change = self.n_iter_no_change
-        trainer.early_stopping = self.early_stopping and not incremental
-        trainer.learning_rate = "constant" if incremental else self.learning_rate
-        trainer.augment = None if self.augment is None else Augmenter(self.augment)
-        trainer.verbose = self.verbose
-        if self.learning_rate != "adaptive" or not incremental:
-            trainer.lr_init = trainer.optimizer.lr = self.learning_rate_init
-        return trainer
-
     def _split_validation(self, X, y_idx, sw):
         seed = int(self._rng.integers(np.iinfo(np.int32).max))
         idx = np.arange(len(y_idx))
@@ -585,7 +619,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         path : str or path-like
         metadata : dict, optional
             JSON-serialisable notes to keep in the file (e.g. the data set);
-            read them back with ``skcnn.persistence.load_network(path)[3]["metadata"]``.
+            read them back with ``skcnn.persistence.load_network(path).extra["metadata"]``.
         """
         check_is_fitted(self)
         extra = {
@@ -608,7 +642,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``CNNClassifier(...).load_params(path)``.
         """
         loaded = load_network(path)
-        arch = loaded[1]
+        arch = loaded.architecture
         fields = {
             name: getattr(arch, name)
             for name in ("conv_filters", "kernel_size", "hidden_layer_sizes", "batch_norm", "dropout")
@@ -653,7 +687,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 f"describe {wanted.to_dict()}. Create the estimator with matching "
                 "architecture parameters, e.g. CNNClassifier(architecture=..., conv_filters=...)."
             )
-        for name in ("_trainer", "_rng", "feature_names_in_"):
+        for name in ("_optimizer", "_rng", "feature_names_in_"):
             self.__dict__.pop(name, None)
         self.network_, self._arch = network, arch
         self.classes_ = classes
@@ -661,11 +695,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = int(np.prod(arch.input_shape))
         if "feature_names_in" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
-        self.n_iter_ = int(extra.get("n_iter", 0))
-        self.t_ = 0
-        self.loss_curve_ = list(extra.get("loss_curve", []))
-        self.best_loss_ = min(self.loss_curve_) if self.loss_curve_ else None
-        self.validation_scores_ = self.best_validation_score_ = None
+        loss_curve = [float(v) for v in extra.get("loss_curve", [])]
+        self.history_ = History(
+            loss_curve=loss_curve,
+            n_iter=int(extra.get("n_iter", 0)),
+            best_loss=min(loss_curve, default=np.inf),
+        )
+        self._early_stopping_fit = False
 
     # -- prediction --------------------------------------------------------------
 

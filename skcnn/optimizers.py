@@ -18,6 +18,7 @@ State (velocities, moment estimates) is created on the first step and kept
 per position in the list, so the same list order must be passed every time.
 """
 
+import inspect
 from functools import partial
 
 import numpy as np
@@ -219,15 +220,19 @@ SOLVERS = {
 }
 
 
-def make_optimizer(name, lr, *, momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-8, **decay):
-    """Build an optimizer by its name in :data:`SOLVERS`; unused options are ignored."""
+def make_optimizer(name, lr, **options):
+    """Build the optimizer named ``name`` in :data:`SOLVERS`.
+
+    ``options`` may hold every solver's settings (``momentum``, ``beta_1``,
+    ``epsilon``, ``weight_decay``, ...): each solver takes those its
+    constructor names and ignores the rest, so a new solver is one class and
+    one entry in :data:`SOLVERS`.
+    """
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
     cls = SOLVERS[name]
-    if cls in (Momentum, Nesterov):
-        return cls(lr, momentum=momentum, **decay)
-    if cls is Adam:
-        return cls(lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, **decay)
-    if cls in (AdaGrad, RMSProp):
-        return cls(lr, epsilon=epsilon, **decay)
-    return cls(lr, **decay)
+    accepted = set()
+    for klass in cls.__mro__:  # subclasses pass the base's options on through **kw
+        if "__init__" in vars(klass):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    return cls(lr, **{k: v for k, v in options.items() if k in accepted})

@@ -12,12 +12,13 @@ and a JSON document in the 0-d string array ``"__meta__"``.
 
 import json
 import zipfile
+from typing import NamedTuple
 
 import numpy as np
 
 from .network import Architecture, Network
 
-__all__ = ["FORMAT", "save_network", "load_network", "ParameterFileError"]
+__all__ = ["FORMAT", "save_network", "load_network", "LoadedNetwork", "ParameterFileError"]
 
 #: Written into every file; a file with another format is refused.
 FORMAT = "skcnn-params-1"
@@ -25,6 +26,15 @@ FORMAT = "skcnn-params-1"
 
 class ParameterFileError(ValueError):
     """A parameter file is unreadable, corrupt or of the wrong architecture."""
+
+
+class LoadedNetwork(NamedTuple):
+    """What :func:`load_network` reads from a parameter file."""
+
+    network: Network
+    architecture: Architecture
+    classes: np.ndarray
+    extra: dict  # JSON notes: version, history, the user's ``metadata``
 
 
 def save_network(path, network, architecture, classes, extra=None):
@@ -50,11 +60,10 @@ def load_network(path):
 
     Returns
     -------
-    network : Network
-        Built from the file's architecture, holding the file's arrays.
-    architecture : Architecture
-    classes : ndarray
-    extra : dict
+    LoadedNetwork
+        ``(network, architecture, classes, extra)``: the network built from
+        the file's architecture and holding its arrays, the class labels,
+        and the JSON notes.
 
     Raises
     ------
@@ -104,4 +113,4 @@ def load_network(path):
         if not np.isfinite(got).all():
             raise ParameterFileError(f"{path}: array {name!r} holds non-finite values")
     network.load_state_dict(arrays)
-    return network, architecture, classes, meta.get("extra", {})
+    return LoadedNetwork(network, architecture, classes, meta.get("extra", {}))

@@ -19,13 +19,14 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
 from .parallel import MAX_THREADS, worker_pool
 
-__all__ = ["Trainer", "TrainingInterruptedWarning", "DivergenceWarning", "LEARNING_RATES"]
+__all__ = ["History", "Trainer", "TrainingInterruptedWarning", "DivergenceWarning", "LEARNING_RATES"]
 
 LEARNING_RATES = ("constant", "adaptive", "cosine")
 
@@ -40,6 +41,38 @@ class DivergenceWarning(UserWarning):
 
 class _Diverged(Exception):
     pass
+
+
+@dataclass
+class History:
+    """The training record, kept across ``fit`` calls with ``warm_start`` and
+    across ``partial_fit`` calls. Its one owner is the estimator (as
+    ``history_``); a :class:`Trainer` appends to it, and everything else
+    (``loss_curve_``, plots, parameter files) reads it.
+
+    Attributes
+    ----------
+    loss_curve : list of float
+        Mean training loss of each completed epoch.
+    validation_scores : list of float
+        Validation accuracy of each epoch (with early stopping).
+    best_loss, best_validation_score : float
+        Best values seen so far (inf and -inf before the first epoch).
+    n_iter : int
+        Completed epochs.
+    t : int
+        Training samples seen.
+    no_improvement : int
+        Consecutive epochs without an improvement of ``tol`` (stopping rule).
+    """
+
+    loss_curve: list = field(default_factory=list)
+    validation_scores: list = field(default_factory=list)
+    best_loss: float = math.inf
+    best_validation_score: float = -math.inf
+    n_iter: int = 0
+    t: int = 0
+    no_improvement: int = 0
 
 
 @contextmanager
@@ -82,11 +115,16 @@ class _Packed:
 class Trainer:
     """Minibatch training of a :class:`~skcnn.network.Network`.
 
+    A trainer lives for one ``fit`` or ``partial_fit`` call; what outlasts
+    the call is the network, the optimizer (its state) and the history.
+
     Parameters
     ----------
     network : Network
     optimizer : Optimizer
         Its ``lr`` is the initial learning rate; schedules change it in place.
+    history : History
+        The record to extend (a new one for a fresh fit).
     batch_size : int
     shuffle : bool
         Reshuffle the samples every epoch (without replacement; the last,
@@ -105,21 +143,13 @@ class Trainer:
         batch of images (N, C, H, W). Never used for prediction.
     verbose : int
         1: a line per epoch; 2: also a progress bar on stderr.
-
-    Attributes
-    ----------
-    loss_curve, validation_scores : list of float
-    best_loss, best_validation_score : float
-    n_iter : int
-        Completed epochs.
-    t : int
-        Training samples seen.
     """
 
     def __init__(
         self,
         network,
         optimizer,
+        history,
         *,
         batch_size,
         shuffle=True,
@@ -140,15 +170,9 @@ class Trainer:
         self.learning_rate = learning_rate
         self.augment = augment
         self.verbose = verbose
+        self.history = history
         self.lr_init = optimizer.lr
-        self.loss_curve = []
-        self.validation_scores = []
-        self.best_loss = np.inf
-        self.best_validation_score = -np.inf
-        self.n_iter = 0
-        self.t = 0
-        self._no_improvement = 0
-        self._best_state = None
+        self._best_state = None  # weights of the best epoch (early stopping)
 
     # -- one epoch -----------------------------------------------------------
 
@@ -224,7 +248,7 @@ class Trainer:
                 loss, weight = self._step(xb, y[idx], swb, replicas, pool, packed)
                 total_loss += loss * weight
                 total_weight += weight
-            self.t += len(idx)
+            self.history.t += len(idx)
             if self.verbose >= 2 and (time.perf_counter() - last_print > 0.2 or b == len(starts) - 1):
                 last_print = time.perf_counter()
                 done = (b + 1) / len(starts)
@@ -280,7 +304,7 @@ class Trainer:
                 except _Diverged as exc:
                     self.network.load_state_dict(snapshot)
                     warnings.warn(
-                        f"Training diverged in epoch {self.n_iter + 1} ({exc}); the weights "
+                        f"Training diverged in epoch {self.history.n_iter + 1} ({exc}); the weights "
                         "from the start of that epoch were kept. Lower learning_rate_init, "
                         "or scale the input.",
                         DivergenceWarning,
@@ -290,19 +314,20 @@ class Trainer:
                     break
                 if interrupted["set"]:
                     warnings.warn(
-                        f"Training interrupted during epoch {self.n_iter + 1}; the model keeps "
+                        f"Training interrupted during epoch {self.history.n_iter + 1}; the model keeps "
                         "the weights after the last completed batch.",
                         TrainingInterruptedWarning,
                         stacklevel=3,
                     )
                     reason = "interrupted"
                     break
-                self.n_iter += 1
-                self.loss_curve.append(loss)
-                message = f"Epoch {self.n_iter}: loss {loss:.6f}"
+                history = self.history
+                history.n_iter += 1
+                history.loss_curve.append(loss)
+                message = f"Epoch {history.n_iter}: loss {loss:.6f}"
                 if validation is not None:
                     score = self._score(*validation)
-                    self.validation_scores.append(score)
+                    history.validation_scores.append(score)
                     message += f", validation score {score:.6f}"
                 if self.verbose:
                     print(f"{message}, {time.perf_counter() - start:.2f} s", flush=True)
@@ -331,27 +356,28 @@ class Trainer:
 
     def _update_stopping(self, validating):
         """MLP's rule; returns True when training should stop."""
+        h = self.history
         if validating and self.early_stopping:
-            score = self.validation_scores[-1]
-            if score < self.best_validation_score + self.tol:
-                self._no_improvement += 1
+            score = h.validation_scores[-1]
+            if score < h.best_validation_score + self.tol:
+                h.no_improvement += 1
             else:
-                self._no_improvement = 0
-            if score > self.best_validation_score:
-                self.best_validation_score = score
+                h.no_improvement = 0
+            if score > h.best_validation_score:
+                h.best_validation_score = score
                 self._best_state = self.network.state_dict()
         else:
-            loss = self.loss_curve[-1]
-            if loss > self.best_loss - self.tol:
-                self._no_improvement += 1
+            loss = h.loss_curve[-1]
+            if loss > h.best_loss - self.tol:
+                h.no_improvement += 1
             else:
-                self._no_improvement = 0
-            self.best_loss = min(self.best_loss, loss)
-        if self._no_improvement <= self.n_iter_no_change:
+                h.no_improvement = 0
+            h.best_loss = min(h.best_loss, loss)
+        if h.no_improvement <= self.n_iter_no_change:
             return False
         if self.learning_rate == "adaptive" and self.optimizer.lr / 5 >= 1e-6:
             self.optimizer.lr /= 5
-            self._no_improvement = 0
+            h.no_improvement = 0
             if self.verbose:
                 print(f"Learning rate lowered to {self.optimizer.lr:g}", flush=True)
             return False
@@ -363,7 +389,3 @@ class Trainer:
                 flush=True,
             )
         return True
-
-    def drop_best_state(self):
-        """Forget the best-epoch copy (it is only needed while fitting)."""
-        self._best_state = None

@@ -71,6 +71,6 @@ def test_pickled_model_is_its_parameters_plus_optimizer_state():
     X, y = load_digits(return_X_y=True)
     clf = CNNClassifier(max_iter=2, random_state=0).fit(X.astype(np.float32), y)
     arrays = clf.network_.params() + [b for layer in clf.network_.layers for b in layer.buffers.values()]
-    essential = sum(a.nbytes for a in arrays) + sum(a.nbytes for a in clf._trainer.optimizer.state_arrays())
+    essential = sum(a.nbytes for a in arrays) + sum(a.nbytes for a in clf._optimizer.state_arrays())
     size = len(pickle.dumps(clf))
     assert essential <= size <= 1.10 * essential, (size, essential)
