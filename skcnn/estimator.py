@@ -2,7 +2,6 @@
 
 import numbers
 from contextlib import contextmanager
-from dataclasses import replace
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -14,7 +13,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .augmentation import Augmenter
 from .functions import log_softmax, softmax
 from ._version import __version__
-from .network import PRESETS, Architecture, Network
+from .layers import Dense, Layer, layer_from_config
+from .network import PRESETS, Network, preset_layers
 from .optimizers import SOLVERS, make_optimizer
 from .persistence import ParameterFileError, load_network, save_network
 from .trainer import LEARNING_RATES, History, Trainer
@@ -77,6 +77,10 @@ def _finite(low, high=np.inf, *, closed=(True, True)):
 #: names: ``{name} must be {allowed}; got {value!r}``.
 _CONSTRAINTS = {
     "architecture": (lambda v: isinstance(v, str) and v in PRESETS, f"one of {sorted(PRESETS)}"),
+    "layers": (
+        lambda v: v is None or (isinstance(v, (list, tuple)) and all(isinstance(l, Layer) for l in v)),
+        "None or a list of layers from skcnn.layers, e.g. [Conv2D(16, 3), ReLU(), MaxPool2D(2)]",
+    ),
     "conv_filters": (
         lambda v: v is None
         or (isinstance(v, tuple) and all((_is_int(b) and b > 0) or (_positive_ints(b) and b) for b in v)),
@@ -131,7 +135,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     architecture : {"origin", "deep"}, default="origin"
         Preset network. "deep" is two 3x3 convolutions per block
         ((32, 32), (64, 64)) with batch norm, Dense(256) and dropout 0.3.
-        The five parameters below override single fields of the preset.
+        The five parameters after ``layers`` override single fields of the
+        preset.
+    layers : list of Layer or None, default=None
+        Any stack instead of a preset: unbuilt layers from
+        :mod:`skcnn.layers`, e.g. ``[Conv2D(32, 3, padding="same"),
+        BatchNorm(), ReLU(), MaxPool2D(2), GlobalAvgPool2D(), Dense(64),
+        ReLU()]``. The output layer ``Dense(n_classes)`` is appended, and a
+        ``Flatten`` is inserted where a dense layer meets images. The list is
+        never built or changed: ``fit`` builds copies, so the same list can be
+        used by many estimators (``clone``, ``GridSearchCV``). Exclusive with
+        the preset fields below.
     conv_filters : tuple or None, default=None
         Filters of each conv block; an entry is an int (one convolution) or a
         tuple of ints (several), each block ending in a 2x2 max pool, e.g.
@@ -250,6 +264,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         architecture="origin",
+        layers=None,
         conv_filters=None,
         kernel_size=None,
         hidden_layer_sizes=None,
@@ -278,6 +293,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         augment=None,
     ):
         self.architecture = architecture
+        self.layers = layers
         self.conv_filters = conv_filters
         self.kernel_size = kernel_size
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -315,14 +331,27 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"{name} must be {allowed}; got {value!r}")
         if self.augment is not None:
             Augmenter(self.augment)  # raises a ValueError naming augment
+        if self.layers is not None:
+            fields = [name for name in PRESETS[self.architecture] if getattr(self, name) is not None]
+            if fields:
+                raise ValueError(
+                    f"layers describes the whole stack; it cannot be combined with {', '.join(fields)} "
+                    "(fields of a preset architecture). Set one or the other."
+                )
 
-    def _architecture(self, input_shape, n_classes):
-        fields = dict(PRESETS[self.architecture])
-        for name in fields:
-            value = getattr(self, name)
-            if value is not None:
-                fields[name] = tuple(value) if name == "hidden_layer_sizes" else value
-        return Architecture(input_shape=input_shape, n_classes=n_classes, **fields)
+    def _layer_list(self, n_classes):
+        """The unbuilt stack to fit: ``layers`` or the preset with its
+        overridden fields, then the output layer."""
+        if self.layers is not None:
+            stack = list(self.layers)
+        else:
+            fields = dict(PRESETS[self.architecture])
+            for name in fields:
+                value = getattr(self, name)
+                if value is not None:
+                    fields[name] = tuple(value) if name == "hidden_layer_sizes" else value
+            stack = preset_layers(**fields)
+        return stack + [Dense(n_classes)]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -456,8 +485,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         if fresh:
             self._rng = self._new_rng()
-            self._arch = self._architecture(self.input_shape_, len(self.classes_))
-            self.network_ = Network.from_architecture(self._arch, self._rng, X.dtype)
+            layers = self._layer_list(len(self.classes_))
+            self.network_ = Network.from_layers(layers, self.input_shape_, self._rng, X.dtype)
             self._set_input_scaling(X, sw)
             self.history_ = History()
         if fresh or not hasattr(self, "_optimizer"):  # also after load_params
@@ -631,7 +660,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             extra["feature_names_in"] = [str(v) for v in self.feature_names_in_]
         if metadata is not None:
             extra["metadata"] = metadata
-        save_network(path, self.network_, self._arch, self.classes_, extra)
+        save_network(path, self.network_, self.classes_, extra)
 
     @classmethod
     def from_params_file(cls, path, **params):
@@ -642,12 +671,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``CNNClassifier(...).load_params(path)``.
         """
         loaded = load_network(path)
-        arch = loaded.architecture
-        fields = {
-            name: getattr(arch, name)
-            for name in ("conv_filters", "kernel_size", "hidden_layer_sizes", "batch_norm", "dropout")
-        }
-        estimator = cls(**{**fields, **params})
+        stack = loaded.network.spec[:-1]  # without the output layer
+        described = {"layers": [layer_from_config(config) for config in stack]}
+        for name, fields in PRESETS.items():  # a preset's file reads back as that preset
+            if [layer.get_config() for layer in preset_layers(**fields)] == stack:
+                described = {"architecture": name}
+        estimator = cls(**{**described, **params})
         with _unchanged_on_error(estimator):
             estimator._adopt(path, *loaded)
         return estimator
@@ -674,25 +703,29 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self._adopt(path, *load_network(path))
         return self
 
-    def _adopt(self, path, network, arch, classes, extra):
+    def _adopt(self, path, network, classes, extra):
         """Take a network read from a parameter file, if it matches the parameters."""
         self._check_params()
-        wanted = self._architecture(arch.input_shape, arch.n_classes)
-        if self.input_shape is not None:
-            wanted = replace(wanted, input_shape=self._resolve_input_shape(
-                int(np.prod(self.input_shape)), None))  # fmt: skip
-        if wanted != arch:
+        wanted = [layer.get_config() for layer in self._layer_list(len(classes))]
+        if wanted != network.spec:
             raise ParameterFileError(
-                f"{path} holds a network {arch.to_dict()}, but this estimator's parameters "
-                f"describe {wanted.to_dict()}. Create the estimator with matching "
-                "architecture parameters, e.g. CNNClassifier(architecture=..., conv_filters=...)."
+                f"{path} holds the layers {network.spec}, but this estimator's parameters "
+                f"describe {wanted}. Create the estimator with matching architecture "
+                "parameters, or use CNNClassifier.from_params_file(path)."
             )
+        if self.input_shape is not None:
+            shape = self._resolve_input_shape(int(np.prod(self.input_shape)), None)
+            if shape != network.input_shape:
+                raise ParameterFileError(
+                    f"{path} holds a network for images of shape {network.input_shape}, but "
+                    f"input_shape={self.input_shape!r}"
+                )
         for name in ("_optimizer", "_rng", "feature_names_in_"):
             self.__dict__.pop(name, None)
-        self.network_, self._arch = network, arch
+        self.network_ = network
         self.classes_ = classes
-        self.input_shape_ = tuple(arch.input_shape)
-        self.n_features_in_ = int(np.prod(arch.input_shape))
+        self.input_shape_ = network.input_shape
+        self.n_features_in_ = int(np.prod(network.input_shape))
         if "feature_names_in" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
         loss_curve = [float(v) for v in extra.get("loss_curve", [])]
@@ -705,9 +738,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction --------------------------------------------------------------
 
-    def _scores(self, X):
+    def _logits(self, X):
         check_is_fitted(self)
-        return self.network_.predict_scores(self._validate_input(X, reset=False))
+        return self.network_.predict_logits(self._validate_input(X, reset=False))
 
     def predict_proba(self, X):
         """Class probabilities; rows sum to 1.
@@ -721,11 +754,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         proba : ndarray of shape (n_samples, n_classes)
             In the order of ``classes_``.
         """
-        return softmax(self._scores(X))
+        return softmax(self._logits(X))
 
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`, computed without underflow."""
-        return log_softmax(self._scores(X))
+        return log_softmax(self._logits(X))
 
     def predict(self, X):
         """Most probable class of each sample.
@@ -734,5 +767,5 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         -------
         y : ndarray of shape (n_samples,)
         """
-        scores = self._scores(X)
-        return self.classes_[scores.argmax(axis=1)]
+        logits = self._logits(X)  # checks that the model is fitted
+        return self.classes_[logits.argmax(axis=1)]

@@ -16,6 +16,8 @@ __all__ = [
     "softmax",
     "log_softmax",
     "column_sums",
+    "max_pool_2x2",
+    "max_pool_2x2_backward",
     "cross_entropy",
     "numerical_gradient",
 ]
@@ -97,14 +99,59 @@ def column_sums(a):
     return np.dot(np.ones(len(a2), dtype=a.dtype), a2)
 
 
+# The usual 2x2 max pool with stride 2, as two pairwise maxima: first of
+# neighbouring columns, then of neighbouring rows (a reshape puts row pairs
+# side by side, so that half runs over long contiguous rows). The two
+# comparisons made on the way record where each maximum came from, left
+# before right and top before bottom: the first maximum in reading order, as
+# in MaxPool2D's general algorithm. Backward then only spreads the gradient
+# through those two masks, without touching the input again (about twice as
+# fast as finding the maxima anew while the input is out of cache). The
+# general algorithm is the oracle in tests/test_layers.py.
+
+
+def max_pool_2x2(x, training=False):
+    """2x2 max pooling with stride 2 of images ``x`` (N, H, W, C), H and W even.
+
+    Returns ``(out, state)``: ``out`` of shape (N, H/2, W/2, C), and for
+    ``training`` the masks :func:`max_pool_2x2_backward` needs (else None).
+    """
+    n, h, w, c = x.shape
+    cols = x.reshape(n * h, w // 2, 2, c)  # column pairs
+    left, right = cols[:, :, 0], cols[:, :, 1]
+    m = np.maximum(left, right)
+    rows = m.reshape(n * h // 2, 2, w // 2 * c)  # row pairs of the column maxima
+    top, bottom = rows[:, 0], rows[:, 1]
+    out = np.maximum(top, bottom).reshape(n, h // 2, w // 2, c)
+    if not training:
+        return out, None
+    return out, (left >= right, top >= bottom, x.shape)
+
+
+def max_pool_2x2_backward(grad, state):
+    """Input gradient (N, H, W, C) of :func:`max_pool_2x2` from ``grad``
+    (N, H/2, W/2, C) and the ``state`` its forward returned."""
+    from_left, from_top, shape = state
+    n, h, w, c = shape
+    g = grad.reshape(n * h // 2, w // 2 * c)
+    g_rows = np.empty((n * h // 2, 2, w // 2 * c), dtype=grad.dtype)
+    np.multiply(g, from_top, out=g_rows[:, 0])  # multiply by a bool mask: 5x faster than np.where
+    np.subtract(g, g_rows[:, 0], out=g_rows[:, 1])  # the rest goes to the bottom row
+    g_rows = g_rows.reshape(n * h, w // 2, c)
+    dx = np.empty((n * h, w // 2, 2, c), dtype=grad.dtype)
+    np.multiply(g_rows, from_left, out=dx[:, :, 0])
+    np.subtract(g_rows, dx[:, :, 0], out=dx[:, :, 1])
+    return dx.reshape(shape)
+
+
 def log_softmax(z):
-    """Row-wise log-softmax of scores ``z`` (N, K); never overflows."""
+    """Row-wise log-softmax of logits ``z`` (N, K); never overflows."""
     shifted = z - z.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def softmax(z):
-    """Row-wise softmax of scores ``z`` (N, K); rows sum to one."""
+    """Row-wise softmax of logits ``z`` (N, K); rows sum to one."""
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 

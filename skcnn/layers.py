@@ -2,6 +2,11 @@
 
 The contract, for every layer:
 
+* A layer is made without its input size, e.g. ``Conv2D(32, 3, padding="same")``.
+  ``build(input_shape, rng, dtype)`` creates its arrays from one sample's
+  shape, channels-last ``(H, W, C)`` for images or ``(features,)``, and
+  returns the output shape; an unbuilt layer builds itself on its first
+  ``forward`` (with fresh random weights).
 * ``forward(x, training=False)`` returns the output. With ``training=True`` it
   also caches what ``backward`` needs (and dropout/batch norm act as in
   training); prediction caches nothing.
@@ -9,51 +14,158 @@ The contract, for every layer:
   modifies ``grad``. Gradients of the learnable arrays land in ``self.grads``.
 * ``params``: name -> learnable array; ``grads``: same names and shapes.
   ``buffers``: name -> state that is saved but not learned (running means).
+* ``get_config()``: the constructor's arguments (JSON-friendly);
+  :func:`layer_from_config` makes an unbuilt copy from it.
 
 Images are channels-last, ``(N, H, W, C)`` (see :mod:`skcnn.functions`).
-Weights are drawn from the ``numpy.random.Generator`` passed in, in float64
-and then cast, so a float32 and a float64 network built from the same seed
-start from the same weights.
+Weights are drawn from the ``numpy.random.Generator`` given to ``build``, in
+float64 and then cast, so a float32 and a float64 network built from the same
+seed start from the same weights.
+
+A new layer type is one subclass here (it registers itself by class name, which
+makes it usable in ``CNNClassifier(layers=...)`` and in parameter files) plus
+its gradient check in ``tests/test_layers.py``.
 """
 
+import copy
+import inspect
 from itertools import product
 
 import numpy as np
 
-from .functions import column_sums, conv_output_size, cross_entropy, im2col, log_softmax
+from .functions import (
+    column_sums,
+    conv_output_size,
+    cross_entropy,
+    im2col,
+    log_softmax,
+    max_pool_2x2,
+    max_pool_2x2_backward,
+)
 
 __all__ = [
     "Layer",
+    "LAYERS",
+    "layer_from_config",
     "Rescale",
     "Bias",
     "Conv2D",
     "MaxPool2D",
+    "AvgPool2D",
+    "GlobalAvgPool2D",
     "ReLU",
     "Dense",
     "Flatten",
     "Dropout",
     "BatchNorm",
+    "Residual",
     "SoftmaxCrossEntropy",
 ]
 
+#: Every layer type by class name (filled in as subclasses are defined).
+LAYERS = {}
+
 
 def he_normal(rng, shape, fan_in, dtype):
-    """He initialisation: normal with variance 2 / fan_in."""
+    """He initialisation (He et al. 2015, "Delving deep into rectifiers"):
+    normal with variance 2 / fan_in, right for layers followed by ReLU."""
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
 
 
 class Layer:
-    """Base class: a layer without parameters that passes gradients through."""
+    """Base class: a layer without parameters.
+
+    Subclasses override ``forward`` and ``backward``, and ``_build`` and
+    ``output_shape`` when they hold arrays or change the shape.
+    """
 
     #: Whether training changes ``buffers`` (batch norm's running statistics).
     trains_buffers = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            LAYERS[cls.__name__] = cls
 
     def __init__(self):
         self.params = {}
         self.grads = {}
         self.buffers = {}
+        self.input_shape = None  # one sample's shape, set by build
         self._cache = None
         self._workspace = {}  # scratch arrays reused between training steps
+
+    # -- construction ------------------------------------------------------------
+
+    @property
+    def built(self):
+        return self.input_shape is not None
+
+    def build(self, input_shape, rng=None, dtype=np.float32):
+        """Create the layer's arrays for inputs of one sample's ``input_shape``.
+
+        Parameters
+        ----------
+        input_shape : tuple of int
+            ``(H, W, C)`` for images (channels-last), ``(features,)`` after Flatten.
+        rng : numpy.random.Generator, optional
+            Source of the initial weights (and of dropout masks); a fresh
+            unseeded one if None.
+        dtype : float32 or float64
+
+        Returns
+        -------
+        output_shape : tuple of int
+        """
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self._build(self.input_shape, np.random.default_rng() if rng is None else rng, np.dtype(dtype))
+        return self.output_shape(self.input_shape)
+
+    def _build(self, input_shape, rng, dtype):
+        pass
+
+    def _ensure_built(self, x):
+        """Build on first use from the input's shape and dtype."""
+        if not self.built:
+            self.build(x.shape[1:], dtype=x.dtype if x.dtype in (np.float32, np.float64) else np.float32)
+
+    def _check_channels(self, x):
+        """A clear error for input of the wrong layout or size (not numpy's)."""
+        want = self.input_shape[-1]
+        if x.ndim != len(self.input_shape) + 1 or x.shape[-1] != want:
+            layout = "(N, H, W, C), channels-last" if len(self.input_shape) == 3 else "(N, features)"
+            raise ValueError(
+                f"{self!r} was built for inputs {layout}, with {want} "
+                f"{'channels' if len(self.input_shape) == 3 else 'features'} in the last axis; "
+                f"got an array of shape {x.shape}. Channels-first images (N, C, H, W) "
+                "become channels-last with x.transpose(0, 2, 3, 1)."
+            )
+
+    def output_shape(self, input_shape):
+        """Shape of one output sample given one input sample's shape."""
+        return tuple(input_shape)
+
+    def get_config(self):
+        """The arguments that make an unbuilt copy of this layer, by name."""
+        config = {"type": type(self).__name__}
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name != "self":
+                config[name] = getattr(self, name)
+        return config
+
+    def replica(self, rng=None):
+        """A copy that shares this layer's learnable arrays but has its own
+        caches, gradients and buffers (one per training thread)."""
+        clone = copy.copy(self)  # shallow: clone.params is self.params
+        clone._cache, clone.grads, clone._workspace = None, {}, {}
+        clone.buffers = {k: v.copy() for k, v in self.buffers.items()}
+        return clone
+
+    def sublayers(self):
+        """The layers inside this one by name (a residual block's), else none."""
+        return {}
+
+    # -- computation ---------------------------------------------------------------
 
     def forward(self, x, training=False):
         raise NotImplementedError
@@ -61,18 +173,43 @@ class Layer:
     def backward(self, grad):
         raise NotImplementedError
 
-    def output_shape(self, input_shape):
-        """Shape of one output sample given one input sample's shape."""
-        return input_shape
-
     def clear_cache(self):
         """Drop the arrays kept for ``backward``, the gradients and scratch space."""
         self._cache = None
         self.grads = {}
         self._workspace = {}
+        for layer in self.sublayers().values():
+            layer.clear_cache()
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        config = self.get_config()
+        del config["type"]
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(type(self).__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        args = [repr(v) if k not in defaults else f"{k}={v!r}" for k, v in config.items()
+                if k not in defaults or defaults[k] != v]  # fmt: skip
+        return f"{type(self).__name__}({', '.join(args)})"
+
+
+def layer_from_config(config):
+    """An unbuilt layer from :meth:`Layer.get_config`'s dict.
+
+    Raises
+    ------
+    ValueError
+        For an unknown layer type or arguments the type does not take.
+    """
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in LAYERS:
+        raise ValueError(f"unknown layer type {kind!r}; known: {sorted(LAYERS)}")
+    try:
+        return LAYERS[kind](**config)
+    except TypeError as exc:
+        raise ValueError(f"bad arguments for {kind}: {exc}") from exc
 
 
 class Rescale(Layer):
@@ -84,32 +221,34 @@ class Rescale(Layer):
     rest of the network.
     """
 
-    def __init__(self, shift=0.0, scale=1.0, *, dtype=np.float32):
+    def __init__(self, shift=0.0, scale=1.0):
         super().__init__()
-        self.buffers = {
-            "shift": np.array(shift, dtype=dtype),
-            "scale": np.array(scale, dtype=dtype),
-        }
+        self.shift, self.scale = shift, scale
+
+    def _build(self, input_shape, rng, dtype):
+        self.buffers = {"shift": np.array(self.shift, dtype=dtype), "scale": np.array(self.scale, dtype=dtype)}
 
     def forward(self, x, training=False):
+        self._ensure_built(x)
         return (x - self.buffers["shift"]) / self.buffers["scale"]
 
     def backward(self, grad):
         return grad / self.buffers["scale"]
 
-    def __repr__(self):
-        return f"Rescale(shift={float(self.buffers['shift']):.4g}, scale={float(self.buffers['scale']):.4g})"
-
 
 class Bias(Layer):
-    """Adds a learned bias per channel (the last axis)."""
+    """Adds a learned bias per channel (the last axis).
 
-    def __init__(self, n_features, *, dtype=np.float32):
-        super().__init__()
-        self.n_features = n_features
-        self.params = {"b": np.zeros(n_features, dtype=dtype)}
+    The network builder splits a convolution's bias off into this layer, after
+    the pool that follows it (see :func:`skcnn.network.plan_layers`).
+    """
+
+    def _build(self, input_shape, rng, dtype):
+        self.params = {"b": np.zeros(input_shape[-1], dtype=dtype)}
 
     def forward(self, x, training=False):
+        self._ensure_built(x)
+        self._check_channels(x)
         b = self.params["b"]
         if x.ndim == 4:  # images: add a bias tiled over whole rows, so numpy's loop runs
             n, h, w, c = x.shape  # over W*C values instead of C (2x faster for C = 16)
@@ -120,61 +259,68 @@ class Bias(Layer):
         self.grads["b"] = column_sums(grad)
         return grad
 
-    def __repr__(self):
-        return f"Bias({self.n_features})"
-
 
 class Conv2D(Layer):
-    """2-D convolution (cross-correlation) lowered to one matrix product.
+    """2-D convolution (cross-correlation) lowered to one matrix product (im2col).
 
     Parameters
     ----------
-    in_channels, filters : int
-    kernel_size, stride, padding : int
-    rng : numpy.random.Generator
-    dtype : float32 or float64
-    input_grad : bool, default=True
-        Whether ``backward`` computes the gradient w.r.t. the input. The first
-        layer of a network does not need it (the images are not learned), which
-        saves the most expensive part of its backward pass.
+    filters : int
+        Output channels F.
+    kernel_size : int
+        Side K of the square kernel.
+    stride : int, default=1
+    padding : int or "same", default=0
+        Zero padding on each side; "same" is ``kernel_size // 2`` (the output
+        keeps the input's size at stride 1 for an odd kernel).
     bias : bool, default=True
-        Whether to learn a bias per filter. Off before batch norm, which
-        subtracts the mean and so would cancel it.
+        Whether to learn a bias per filter. Off before batch norm, whose shift
+        plays its part.
 
-    ``params["W"]`` has shape ``(filters, kernel, kernel, in_channels)``, the
-    (ky, kx, channel) order of :func:`~skcnn.functions.im2col`'s columns.
+    Shapes: input (N, H, W, C) -> output (N, OH, OW, F), channels-last, with
+    ``OH = (H + 2 * padding - K) // stride + 1``. ``params["W"]`` is HWIO,
+    ``(K, K, C, F)``: reshaped to ``(K*K*C, F)`` it is the matrix that the
+    im2col rows (ordered ky, kx, channel) multiply, ``cols @ W``, the same
+    convention as :class:`Dense`'s ``x @ W``. He-initialised with
+    ``fan_in = K*K*C``.
+
+    ``input_grad`` (an attribute, default True): the network's first layer
+    needs no gradient w.r.t. its input (the images are not learned), which
+    saves the most expensive part of its backward pass.
     """
 
-    def __init__(
-        self,
-        in_channels,
-        filters,
-        kernel_size=3,
-        stride=1,
-        padding=0,
-        *,
-        rng,
-        dtype=np.float32,
-        input_grad=True,
-        bias=True,
-    ):
+    def __init__(self, filters, kernel_size=3, stride=1, padding=0, bias=True):
         super().__init__()
-        self.in_channels, self.filters = in_channels, filters
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.input_grad = input_grad
-        k = kernel_size
-        self.params = {"W": he_normal(rng, (filters, k, k, in_channels), in_channels * k * k, dtype)}
-        if bias:
-            self.params["b"] = np.zeros(filters, dtype=dtype)
+        if padding != "same" and not (isinstance(padding, (int, np.integer)) and padding >= 0):
+            raise ValueError(f"padding must be an int >= 0 or 'same'; got {padding!r}")
+        self.filters, self.kernel_size, self.stride = int(filters), int(kernel_size), int(stride)
+        self.padding, self.bias = padding if padding == "same" else int(padding), bool(bias)
+        self.input_grad = True
+
+    @property
+    def pad(self):
+        """Padding in pixels on each side."""
+        return self.kernel_size // 2 if self.padding == "same" else self.padding
+
+    def _build(self, input_shape, rng, dtype):
+        c, f, k = input_shape[-1], self.filters, self.kernel_size
+        # Drawn in (F, K, K, C) order and transposed to HWIO: a seed gives the
+        # kernels that earlier versions of skcnn drew, so results stay comparable.
+        w = he_normal(rng, (f, k, k, c), k * k * c, dtype)
+        self.params = {"W": np.ascontiguousarray(w.transpose(1, 2, 3, 0))}
+        if self.bias:
+            self.params["b"] = np.zeros(f, dtype=dtype)
 
     def output_shape(self, input_shape):
         h, w, _ = input_shape
-        k, s, p = self.kernel_size, self.stride, self.padding
+        k, s, p = self.kernel_size, self.stride, self.pad
         return (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p), self.filters)
 
     def forward(self, x, training=False):
+        self._ensure_built(x)
+        self._check_channels(x)
         n = x.shape[0]
-        k, s, p = self.kernel_size, self.stride, self.padding
+        k, s, p = self.kernel_size, self.stride, self.pad
         oh, ow, f = self.output_shape(x.shape[1:])
         # Training reuses last step's matrix: a fresh one of tens of MB costs
         # more in page faults than filling it does. (Prediction allocates,
@@ -185,8 +331,7 @@ class Conv2D(Layer):
         cols = im2col(x, k, k, s, p, out=reuse)  # (N*OH*OW, K*K*C)
         if training:
             self._workspace["cols"] = cols
-        w = self.params["W"].reshape(f, -1)  # (F, K*K*C), a view
-        out = cols @ w.T  # (N*OH*OW, F)
+        out = cols @ self.params["W"].reshape(-1, f)  # (N*OH*OW, K*K*C) @ (K*K*C, F)
         if "b" in self.params:
             out += self.params["b"]
         if training:
@@ -198,33 +343,27 @@ class Conv2D(Layer):
         f, k = self.filters, self.kernel_size
         g = grad.reshape(-1, f)  # (N, OH, OW, F) -> (N*OH*OW, F)
         # np.dot, not @: numpy's matmul keeps the GIL while BLAS computes a
-        # product with few outputs (here F x K*K*C, as few as 16 x 9 with a
+        # product with few outputs (here K*K*C x F, as few as 9 x 16 with a
         # huge inner dimension), which stalls the other training thread;
         # dot releases it.
-        self.grads["W"] = np.dot(g.T, cols).reshape(self.params["W"].shape)
+        self.grads["W"] = np.dot(cols.T, g).reshape(self.params["W"].shape)  # (K*K*C, F)
         if "b" in self.params:
             self.grads["b"] = column_sums(g)
         if not self.input_grad:
             return None
-        # dx: each kernel offset (ky, kx) sent g @ W[:, ky, kx, :] to the input
+        # dx: each kernel offset (ky, kx) sent g @ W[ky, kx].T to the input
         # pixels under it. Nine small GEMMs whose (M, C) results stay in cache,
         # each added into a strided slice: about 2x faster than one big GEMM
         # followed by a scatter-add of strided columns (col2im).
         n, h, w, c = x_shape
-        s, p = self.stride, self.padding
+        s, p = self.stride, self.pad
         oh, ow = grad.shape[1:3]
         dx = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype=grad.dtype)
         for ky in range(k):
             for kx in range(k):
-                contribution = g @ self.params["W"][:, ky, kx, :]  # (N*OH*OW, C)
+                contribution = g @ self.params["W"][ky, kx].T  # (N*OH*OW, F) @ (F, C)
                 dx[:, ky : ky + s * oh : s, kx : kx + s * ow : s] += contribution.reshape(n, oh, ow, c)
         return dx[:, p : p + h, p : p + w]
-
-    def __repr__(self):
-        return (
-            f"Conv2D({self.in_channels}, {self.filters}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding})"
-        )
 
 
 def _pool_output_size(size, pool, stride):
@@ -234,52 +373,70 @@ def _pool_output_size(size, pool, stride):
     return min(covering, (size - 1) // stride + 1)
 
 
-class MaxPool2D(Layer):
-    """Max pooling over ``pool_size`` x ``pool_size`` windows.
-
-    Windows move by ``stride`` (default ``pool_size``). When the input is not
-    divisible by the stride, the last window along an axis is partial and
-    takes the maximum of the pixels it covers, so no pixel is dropped; an input
-    smaller than the window (even 1x1) yields one output pixel, the maximum of
-    the whole input. The gradient goes to the first maximum of each window.
-    """
+class _Pool2D(Layer):
+    """Windows of ``pool_size`` x ``pool_size`` moved by ``stride`` (default
+    ``pool_size``). When the input is not divisible by the stride, the last
+    window along an axis is partial and pools the pixels it covers, so no pixel
+    is dropped; an input smaller than the window (even 1x1) yields one output
+    pixel. Shapes: (N, H, W, C) -> (N, OH, OW, C)."""
 
     def __init__(self, pool_size=2, stride=None):
         super().__init__()
-        self.pool_size = pool_size
-        self.stride = pool_size if stride is None else stride
+        self.pool_size, self.stride = int(pool_size), None if stride is None else int(stride)
+
+    @property
+    def step(self):
+        return self.pool_size if self.stride is None else self.stride
 
     def output_shape(self, input_shape):
         h, w, c = input_shape
-        k, s = self.pool_size, self.stride
+        k, s = self.pool_size, self.step
         return (_pool_output_size(h, k, s), _pool_output_size(w, k, s), c)
+
+    def _padded(self, x, fill):
+        """The input padded with ``fill`` to whole windows, and the output size."""
+        n, h, w, c = x.shape
+        k, s = self.pool_size, self.step
+        oh, ow, _ = self.output_shape(x.shape[1:])
+        ph, pw = max((oh - 1) * s + k, h), max((ow - 1) * s + k, w)
+        if (ph, pw) == (h, w):
+            return x, oh, ow
+        xp = np.full((n, ph, pw, c), fill, dtype=x.dtype)
+        xp[:, :h, :w] = x
+        return xp, oh, ow
+
+    def _windows(self, xp, oh, ow):
+        """One strided view per window offset: (N, OH, OW, C) each."""
+        k, s = self.pool_size, self.step
+        for ky, kx in product(range(k), range(k)):
+            yield xp[:, ky : ky + (oh - 1) * s + 1 : s, kx : kx + (ow - 1) * s + 1 : s]
+
+
+class MaxPool2D(_Pool2D):
+    """Max pooling: each window's largest value; the gradient goes to the
+    first maximum of each window in reading order.
+
+    The usual 2x2 window with stride 2 takes a faster path with the same
+    result (:func:`skcnn.functions.max_pool_2x2`); this class holds the
+    general algorithm, an elementwise maximum over one strided view per window
+    offset, far cheaper than a reduction over extra window axes.
+    """
 
     @property
     def _pairwise(self):
         """Whether windows are the usual 2x2 with stride 2 (the fast path)."""
-        return self.pool_size == self.stride == 2
-
-    def _windows(self, xp, oh, ow):
-        """One strided view per window offset: (N, OH, OW, C) each."""
-        k, s = self.pool_size, self.stride
-        for ky, kx in product(range(k), range(k)):
-            yield xp[:, ky : ky + (oh - 1) * s + 1 : s, kx : kx + (ow - 1) * s + 1 : s]
+        return self.pool_size == self.step == 2
 
     def forward(self, x, training=False):
-        n, h, w, c = x.shape
-        k, s = self.pool_size, self.stride
-        oh, ow, _ = self.output_shape(x.shape[1:])
-        ph, pw = max((oh - 1) * s + k, h), max((ow - 1) * s + k, w)
-        if (ph, pw) != (h, w):
-            # -inf padding: a partial window's maximum is over real pixels only
-            xp = np.full((n, ph, pw, c), -np.inf, dtype=x.dtype)
-            xp[:, :h, :w] = x
-        else:
-            xp = x
+        h, w = x.shape[1:3]
+        xp, oh, ow = self._padded(x, -np.inf)  # a partial window's maximum is over real pixels
         if self._pairwise:
-            out, state = self._forward_2x2(xp, training)
+            out, state = max_pool_2x2(xp, training)
         else:
-            out = self._forward_windows(xp, oh, ow)
+            windows = self._windows(xp, oh, ow)
+            out = next(windows).copy()
+            for window in windows:
+                np.maximum(out, window, out=out)
             state = (xp, out)
         if training:
             self._cache = (state, (h, w))
@@ -287,64 +444,14 @@ class MaxPool2D(Layer):
 
     def backward(self, grad):
         state, (h, w) = self._cache
-        if self._pairwise:
-            dx = self._backward_2x2(grad, *state)
-        else:
-            dx = self._backward_windows(grad, *state)
+        dx = max_pool_2x2_backward(grad, state) if self._pairwise else self._backward_windows(grad, *state)
         return dx[:, :h, :w]
-
-    # The usual 2x2 window with stride 2, as two pairwise maxima: first of
-    # neighbouring columns, then of neighbouring rows (a reshape puts row
-    # pairs side by side, so that half runs over long contiguous rows). The
-    # two comparisons made on the way record where each maximum came from,
-    # left before right and top before bottom: the first maximum in reading
-    # order, as in the general case. Backward then only spreads the gradient
-    # through those two masks, without touching the input again (about twice
-    # as fast as finding the maxima anew while the input is out of cache).
-
-    @staticmethod
-    def _forward_2x2(xp, training):
-        n, h, w, c = xp.shape
-        cols = xp.reshape(n * h, w // 2, 2, c)  # column pairs
-        left, right = cols[:, :, 0], cols[:, :, 1]
-        m = np.maximum(left, right)
-        rows = m.reshape(n * h // 2, 2, w // 2 * c)  # row pairs of the column maxima
-        top, bottom = rows[:, 0], rows[:, 1]
-        out = np.maximum(top, bottom).reshape(n, h // 2, w // 2, c)
-        if not training:
-            return out, None
-        return out, (left >= right, top >= bottom, xp.shape)
-
-    @staticmethod
-    def _backward_2x2(grad, from_left, from_top, shape):
-        n, h, w, c = shape
-        g = grad.reshape(n * h // 2, w // 2 * c)
-        g_rows = np.empty((n * h // 2, 2, w // 2 * c), dtype=grad.dtype)
-        np.multiply(g, from_top, out=g_rows[:, 0])  # multiply by a bool mask: 5x faster than np.where
-        np.subtract(g, g_rows[:, 0], out=g_rows[:, 1])  # the rest goes to the bottom row
-        g_rows = g_rows.reshape(n * h, w // 2, c)
-        dx = np.empty((n * h, w // 2, 2, c), dtype=grad.dtype)
-        np.multiply(g_rows, from_left, out=dx[:, :, 0])
-        np.subtract(g_rows, dx[:, :, 0], out=dx[:, :, 1])
-        return dx.reshape(shape)
-
-    # Any other window: an elementwise maximum over one strided view per
-    # window offset, far cheaper than a reduction over extra window axes.
-
-    def _forward_windows(self, xp, oh, ow):
-        k = self.pool_size
-        windows = self._windows(xp, oh, ow)
-        first = next(windows)
-        out = np.maximum(first, next(windows)) if k * k > 1 else first.copy()  # no copy pass
-        for window in windows:
-            np.maximum(out, window, out=out)
-        return out
 
     def _backward_windows(self, grad, xp, out):
         # Which pixel won is found again by comparison: no memory is spent on
         # an argmax in forward.
         oh, ow = out.shape[1:3]
-        k, s = self.pool_size, self.stride
+        k, s = self.pool_size, self.step
         # With windows that tile the input exactly every input pixel is
         # written once below, so dx needs no zeroing.
         dx = (np.empty if s == k else np.zeros)(xp.shape, dtype=grad.dtype)
@@ -359,12 +466,63 @@ class MaxPool2D(Layer):
                 dx_window += hit * grad
         return dx
 
-    def __repr__(self):
-        return f"MaxPool2D(pool_size={self.pool_size}, stride={self.stride})"
+
+class AvgPool2D(_Pool2D):
+    """Average pooling: each window's mean over the pixels it covers (a
+    partial edge window averages its real pixels only, no padding counted)."""
+
+    def _counts(self, h, w, oh, ow, dtype):
+        """How many real pixels each window covers, (OH, OW, 1)."""
+        k, s = self.pool_size, self.step
+        rows = np.minimum(np.arange(oh) * s + k, h) - np.arange(oh) * s
+        cols = np.minimum(np.arange(ow) * s + k, w) - np.arange(ow) * s
+        return np.outer(rows, cols).astype(dtype)[:, :, None]
+
+    def forward(self, x, training=False):
+        h, w = x.shape[1:3]
+        xp, oh, ow = self._padded(x, 0.0)
+        windows = self._windows(xp, oh, ow)
+        out = next(windows).copy()
+        for window in windows:
+            out += window
+        counts = self._counts(h, w, oh, ow, x.dtype)
+        out /= counts
+        if training:
+            self._cache = (xp.shape, (h, w), counts)
+        return out
+
+    def backward(self, grad):
+        shape, (h, w), counts = self._cache
+        oh, ow = grad.shape[1:3]
+        share = grad / counts  # each covered pixel gets its window's gradient / count
+        dx = np.zeros(shape, dtype=grad.dtype)
+        for dx_window in self._windows(dx, oh, ow):
+            dx_window += share
+        return dx[:, :h, :w]
+
+
+class GlobalAvgPool2D(Layer):
+    """The mean of each channel over the whole image: (N, H, W, C) -> (N, C).
+
+    Replaces flattening before the classifier, with no weights and any input
+    size (Lin et al. 2014, "Network in network").
+    """
+
+    def output_shape(self, input_shape):
+        return (input_shape[-1],)
+
+    def forward(self, x, training=False):
+        if training:
+            self._cache = x.shape
+        return x.mean(axis=(1, 2))
+
+    def backward(self, grad):
+        n, h, w, c = self._cache
+        return np.broadcast_to((grad / grad.dtype.type(h * w))[:, None, None, :], (n, h, w, c)).copy()
 
 
 class ReLU(Layer):
-    """max(x, 0)."""
+    """max(x, 0), elementwise (Nair & Hinton 2010)."""
 
     def forward(self, x, training=False):
         # numpy vectorises maximum for two arrays, not for an array and a
@@ -379,22 +537,38 @@ class ReLU(Layer):
 
 
 class Dense(Layer):
-    """Fully connected layer: ``x @ W + b`` with ``W`` of shape (in, out).
+    """Fully connected layer: ``x @ W + b``.
 
-    ``bias=False`` drops ``b`` (used before batch norm, as in :class:`Conv2D`).
+    Parameters
+    ----------
+    units : int
+        Output features.
+    bias : bool, default=True
+        Off before batch norm, as in :class:`Conv2D`.
+
+    Shapes: input (N, in) -> output (N, units); ``W`` is ``(in, units)``,
+    He-initialised with ``fan_in = in``. Images must be flattened first
+    (the network builder inserts :class:`Flatten` where needed).
     """
 
-    def __init__(self, in_features, out_features, *, rng, dtype=np.float32, bias=True):
+    def __init__(self, units, bias=True):
         super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.params = {"W": he_normal(rng, (in_features, out_features), in_features, dtype)}
-        if bias:
-            self.params["b"] = np.zeros(out_features, dtype=dtype)
+        self.units, self.bias = int(units), bool(bias)
+
+    def _build(self, input_shape, rng, dtype):
+        if len(input_shape) != 1:
+            raise ValueError(f"{self!r} takes flat inputs (N, features); got samples of shape {input_shape}")
+        n_in = input_shape[0]
+        self.params = {"W": he_normal(rng, (n_in, self.units), n_in, dtype)}
+        if self.bias:
+            self.params["b"] = np.zeros(self.units, dtype=dtype)
 
     def output_shape(self, input_shape):
-        return (self.out_features,)
+        return (self.units,)
 
     def forward(self, x, training=False):
+        self._ensure_built(x)
+        self._check_channels(x)
         if training:
             self._cache = x
         out = x @ self.params["W"]
@@ -409,12 +583,9 @@ class Dense(Layer):
             self.grads["b"] = column_sums(grad)
         return grad @ self.params["W"].T
 
-    def __repr__(self):
-        return f"Dense({self.in_features}, {self.out_features})"
-
 
 class Flatten(Layer):
-    """(N, H, W, C) -> (N, H*W*C)."""
+    """(N, H, W, C) -> (N, H*W*C), in channels-last order."""
 
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
@@ -429,23 +600,40 @@ class Flatten(Layer):
 
 
 class Dropout(Layer):
-    """Inverted dropout: zero a fraction ``rate`` of units while training.
+    """Inverted dropout (Srivastava et al. 2014): zero a fraction ``rate`` of
+    units while training.
 
     Kept units are scaled by ``1 / (1 - rate)`` so that prediction, where the
-    layer is the identity, sees the same expected activation.
+    layer is the identity, sees the same expected activation. Masks are drawn
+    from the generator given to ``build`` (each training thread has its own).
+
+    Raises
+    ------
+    ValueError
+        If ``rate`` is not in [0, 1).
     """
 
-    def __init__(self, rate, *, rng):
+    def __init__(self, rate=0.5):
         super().__init__()
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"dropout rate must be in [0, 1), got {rate!r}")
-        self.rate = rate
+        self.rate = float(rate)
+        self.rng = None
+
+    def _build(self, input_shape, rng, dtype):
         self.rng = rng
+
+    def replica(self, rng=None):
+        clone = super().replica()
+        clone.rng = rng
+        return clone
 
     def forward(self, x, training=False):
         if not training or self.rate == 0.0:
             self._cache = None
             return x
+        if self.rng is None:
+            self.rng = np.random.default_rng()
         keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
         mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.rate)
         self._cache = mask
@@ -454,33 +642,31 @@ class Dropout(Layer):
     def backward(self, grad):
         return grad if self._cache is None else grad * self._cache
 
-    def __repr__(self):
-        return f"Dropout({self.rate})"
-
 
 class BatchNorm(Layer):
-    """Batch normalisation over every axis but the last (channels or units).
+    """Batch normalisation (Ioffe & Szegedy 2015) over every axis but the last
+    (channels of images, or features).
 
     Training normalises with the batch's mean and variance and updates running
     estimates (``momentum`` is the weight of the new batch); prediction uses
     the running estimates, so one image's output does not depend on the others.
+    Shapes: any ``(N, ..., C)``, unchanged; ``gamma`` and ``beta`` are ``(C,)``.
     """
 
     trains_buffers = True
 
-    def __init__(self, n_features, momentum=0.1, eps=1e-5, *, dtype=np.float32):
+    def __init__(self, momentum=0.1, eps=1e-5):
         super().__init__()
-        self.n_features, self.momentum, self.eps = n_features, momentum, eps
-        self.params = {
-            "gamma": np.ones(n_features, dtype=dtype),
-            "beta": np.zeros(n_features, dtype=dtype),
-        }
-        self.buffers = {
-            "running_mean": np.zeros(n_features, dtype=dtype),
-            "running_var": np.ones(n_features, dtype=dtype),
-        }
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def _build(self, input_shape, rng, dtype):
+        c = input_shape[-1]
+        self.params = {"gamma": np.ones(c, dtype=dtype), "beta": np.zeros(c, dtype=dtype)}
+        self.buffers = {"running_mean": np.zeros(c, dtype=dtype), "running_var": np.ones(c, dtype=dtype)}
 
     def forward(self, x, training=False):
+        self._ensure_built(x)
+        self._check_channels(x)
         x2 = x.reshape(-1, x.shape[-1])  # (N, ..., C) -> (M, C), a view
         m = len(x2)
         gamma, beta = self.params["gamma"], self.params["beta"]
@@ -526,26 +712,102 @@ class BatchNorm(Layer):
         dx *= self.params["gamma"] * inv_std
         return dx.reshape(grad.shape)
 
+
+class Residual(Layer):
+    """A residual block (He et al. 2016): ``y = F(x) + x``, ``F`` the given layers.
+
+    When ``F`` changes the shape (more channels, or a stride), the shortcut is
+    a 1x1 convolution without bias (the "projection" shortcut) with the stride
+    that matches the sizes. Gradients flow through both paths and add up.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        The residual branch F, unbuilt.
+    """
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = [layer if isinstance(layer, Layer) else layer_from_config(layer) for layer in layers]
+        self.projection = None
+
+    def get_config(self):
+        return {"type": "Residual", "layers": [layer.get_config() for layer in self.layers]}
+
     def __repr__(self):
-        return f"BatchNorm({self.n_features})"
+        return f"Residual({self.layers!r})"
+
+    def sublayers(self):
+        named = {str(i): layer for i, layer in enumerate(self.layers)}
+        if self.projection is not None:
+            named["projection"] = self.projection
+        return named
+
+    def _build(self, input_shape, rng, dtype):
+        shape = input_shape
+        for layer in self.layers:
+            shape = layer.build(shape, rng, dtype)
+        if shape != input_shape:
+            # the 1x1 convolution's stride that maps H x W onto the branch's OH x OW
+            strides = [
+                s for s in range(1, max(input_shape[:2]) + 1)
+                if len(shape) == 3 == len(input_shape)
+                and (conv_output_size(input_shape[0], 1, s), conv_output_size(input_shape[1], 1, s)) == shape[:2]
+            ]  # fmt: skip
+            if not strides:
+                raise ValueError(
+                    f"a residual branch must keep images (H, W, C) and shrink H and W by a whole "
+                    f"stride; {input_shape} -> {shape} cannot be matched by a 1x1 convolution"
+                )
+            stride, c = strides[0], shape[-1]
+            self.projection = Conv2D(c, 1, stride=stride, bias=False)
+            self.projection.build(input_shape, rng, dtype)
+
+    def output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def replica(self, rng=None):
+        clone = super().replica()
+        clone.layers = [layer.replica(rng) for layer in self.layers]
+        if self.projection is not None:
+            clone.projection = self.projection.replica(rng)
+        return clone
+
+    def forward(self, x, training=False):
+        self._ensure_built(x)
+        h = x
+        for layer in self.layers:
+            h = layer.forward(h, training)
+        shortcut = x if self.projection is None else self.projection.forward(x, training)
+        return h + shortcut
+
+    def backward(self, grad):
+        g = grad
+        for layer in reversed(self.layers):
+            g = layer.backward(g)
+        shortcut = grad if self.projection is None else self.projection.backward(grad)
+        return g + shortcut
 
 
 class SoftmaxCrossEntropy:
     """Softmax followed by cross-entropy, fused: the gradient is ``p - onehot``.
 
-    ``forward(scores, y, sample_weight=None)`` returns the (weighted) mean loss
-    as a Python float; ``backward(scale=1.0)`` returns dLoss/dScores times
+    ``forward(logits, y, sample_weight=None)`` returns the (weighted) mean loss
+    as a Python float; ``backward(scale=1.0)`` returns dLoss/dLogits times
     ``scale`` (a micro-batch's share of its batch, so that the gradients of the
     micro-batches add up to the batch's).
     """
 
-    def forward(self, scores, y, sample_weight=None):
-        logp = log_softmax(scores)
+    def forward(self, logits, y, sample_weight=None):
+        logp = log_softmax(logits)
         n = len(y)
         if sample_weight is None:
-            w = np.full(n, 1.0 / n, dtype=scores.dtype)
+            w = np.full(n, 1.0 / n, dtype=logits.dtype)
         else:
-            w = (sample_weight / sample_weight.sum()).astype(scores.dtype)
+            w = (sample_weight / sample_weight.sum()).astype(logits.dtype)
         self._cache = (logp, y, w)
         return cross_entropy(logp, y, sample_weight)
 

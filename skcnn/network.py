@@ -1,31 +1,39 @@
-"""A network: a stack of layers built from a short description, plus its loss.
+"""A network: a stack of layers, planned and built from a list, plus its loss.
 
 ``Network.forward`` takes images the way users hold them, ``(N, C, H, W)``,
 and turns them channels-last once at the entrance (free for one channel).
-"""
 
-import copy
-from dataclasses import asdict, dataclass
+One way to build a network, whatever describes it: the presets ("origin",
+"deep") are functions that return a list of unbuilt layers, and a user's
+``CNNClassifier(layers=[...])`` is such a list too. :func:`plan_layers` turns
+the list into what runs (input scaling first, flattening where a dense layer
+meets images, and the speed reorderings that keep the function), and
+:meth:`Network.from_layers` builds it.
+"""
 
 import numpy as np
 
 from .layers import (
+    AvgPool2D,
     BatchNorm,
     Bias,
     Conv2D,
     Dense,
     Dropout,
     Flatten,
+    Layer,
     MaxPool2D,
     ReLU,
     Rescale,
     SoftmaxCrossEntropy,
+    layer_from_config,
 )
 from .parallel import worker_pool
 
-__all__ = ["Architecture", "PRESETS", "Network"]
+__all__ = ["PRESETS", "preset_layers", "plan_layers", "Network"]
 
-#: Named architectures. "origin" is the origin project's network.
+#: Named architectures, as the fields :func:`preset_layers` takes. "origin" is
+#: the origin project's network.
 PRESETS = {
     "origin": dict(
         conv_filters=(16, 32), kernel_size=3, hidden_layer_sizes=(100,), batch_norm=False, dropout=0.0
@@ -40,112 +48,117 @@ PRESETS = {
 }
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """What to build.
+def preset_layers(conv_filters, kernel_size, hidden_layer_sizes, batch_norm, dropout):
+    """The layer list of a VGG-style stack, in textbook order, unbuilt.
 
     Parameters
     ----------
-    input_shape : (C, H, W)
-    n_classes : int
     conv_filters : tuple
-        One entry per conv block; a block is convolutions (3x3 "same" padding,
-        each followed by ReLU, and by batch norm first if ``batch_norm``) and
-        then a 2x2 max pool. An int entry is one convolution with that many
-        filters; a tuple entry is several, e.g. ``((32, 32), (64, 64))``.
+        One entry per block: an int (one convolution) or a tuple of ints
+        (several). Each convolution is ``kernel_size`` x ``kernel_size`` with
+        "same" padding, followed by batch norm (if ``batch_norm``) and ReLU;
+        each block ends in a 2x2 max pool.
     kernel_size : int
-        Odd kernel size of every convolution; padding is ``kernel_size // 2``.
     hidden_layer_sizes : tuple of int
-        Dense layers after the conv blocks, each followed by ReLU (batch norm
-        before it and dropout after it when enabled).
+        Dense layers after the blocks, each followed by batch norm (if
+        ``batch_norm``), ReLU and dropout (if ``dropout`` > 0).
     batch_norm : bool
     dropout : float
-        Dropout rate after each hidden dense layer.
+
+    Returns
+    -------
+    list of Layer
+        Without the output layer (the estimator appends ``Dense(n_classes)``).
     """
-
-    input_shape: tuple
-    n_classes: int
-    conv_filters: tuple = PRESETS["origin"]["conv_filters"]
-    kernel_size: int = 3
-    hidden_layer_sizes: tuple = (100,)
-    batch_norm: bool = False
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        # One canonical form, so that equal architectures compare equal:
-        # (16, 32) and ((16,), (32,)) describe the same network.
-        canonical = {
-            "input_shape": tuple(int(v) for v in self.input_shape),
-            "n_classes": int(self.n_classes),
-            "conv_filters": tuple(
-                (int(b),) if np.isscalar(b) else tuple(int(f) for f in b) for b in self.conv_filters
-            ),
-            "kernel_size": int(self.kernel_size),
-            "hidden_layer_sizes": tuple(int(v) for v in self.hidden_layer_sizes),
-            "batch_norm": bool(self.batch_norm),
-            "dropout": float(self.dropout),
-        }
-        for name, value in canonical.items():
-            object.__setattr__(self, name, value)
-
-    def to_dict(self):
-        """JSON-friendly description (tuples become lists)."""
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
-        d["conv_filters"] = [list(b) for b in self.conv_filters]
-        d["hidden_layer_sizes"] = list(self.hidden_layer_sizes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d):
-        return cls(**d)
-
-
-def build_layers(arch, rng, dtype):
-    """The layer list for ``arch``, weights drawn from ``rng``."""
-    c, h, w = arch.input_shape
-    shape = (h, w, c)  # channels-last, one sample
-    k = arch.kernel_size
-    layers = [Rescale(dtype=dtype)]  # identity until the estimator sets it from data
-
-    def add(layer):
-        nonlocal shape
-        layers.append(layer)
-        shape = layer.output_shape(shape)
-
-    first = True
-    for block in arch.conv_filters:
-        for j, filters in enumerate(block):
-            last = j == len(block) - 1
-            add(
-                Conv2D(
-                    shape[-1], filters, k, padding=k // 2, rng=rng, dtype=dtype,
-                    input_grad=not first, bias=not (arch.batch_norm or last),
-                )
-            )  # fmt: skip
-            first = False
-            if arch.batch_norm:
-                add(BatchNorm(filters, dtype=dtype))
-            if not last:
-                add(ReLU())
-        # The block ends Conv -> MaxPool -> Bias -> ReLU, the same function as
-        # Conv (with bias) -> ReLU -> MaxPool: max commutes with adding a
-        # per-channel constant and with ReLU, and after the pool both touch
-        # 4x fewer values. (Batch norm's shift plays the bias's part.)
-        add(MaxPool2D(2))
-        if not arch.batch_norm:
-            add(Bias(shape[-1], dtype=dtype))
-        add(ReLU())
-    add(Flatten())
-    for units in arch.hidden_layer_sizes:
-        add(Dense(shape[0], units, rng=rng, dtype=dtype, bias=not arch.batch_norm))
-        if arch.batch_norm:
-            add(BatchNorm(units, dtype=dtype))
-        add(ReLU())
-        if arch.dropout:
-            add(Dropout(arch.dropout, rng=rng))
-    add(Dense(shape[0], arch.n_classes, rng=rng, dtype=dtype))
+    layers = []
+    for block in conv_filters:
+        for filters in (block,) if np.isscalar(block) else block:
+            # no bias before batch norm: its shift plays that part
+            layers += [Conv2D(filters, kernel_size, padding="same", bias=not batch_norm)]
+            layers += [BatchNorm()] if batch_norm else []
+            layers += [ReLU()]
+        layers.append(MaxPool2D(2))
+    layers.append(Flatten())
+    for units in hidden_layer_sizes:
+        layers += [Dense(units, bias=not batch_norm)]
+        layers += [BatchNorm()] if batch_norm else []
+        layers += [ReLU()]
+        layers += [Dropout(dropout)] if dropout else []
     return layers
+
+
+def _reorder_for_speed(layers):
+    """The same function with less work: move ReLU and biases after pools.
+
+    * ``ReLU, MaxPool2D`` -> ``MaxPool2D, ReLU``: ReLU is non-decreasing, so
+      the maximum of rectified values is the rectified maximum.
+    * ``Conv2D(bias), MaxPool2D or AvgPool2D`` -> ``Conv2D(no bias), pool,
+      Bias``: adding one constant per channel commutes with a maximum and
+      with an average.
+
+    After a 2x2 pool both touch 4x fewer values. Batch norm between them
+    (a per-channel scale that may be negative) stops the bias rule, as it
+    should; its shift plays the bias's part anyway.
+    """
+    layers = list(layers)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(layers) - 1):
+            a, b = layers[i], layers[i + 1]
+            if isinstance(a, ReLU) and isinstance(b, MaxPool2D):
+                layers[i], layers[i + 1] = b, a
+                changed = True
+            elif isinstance(a, Conv2D) and a.bias and isinstance(b, (MaxPool2D, AvgPool2D)):
+                a.bias = False
+                layers.insert(i + 2, Bias())
+                changed = True
+    return layers
+
+
+def plan_layers(layers, input_shape):
+    """What runs for a layer list: fresh unbuilt copies, input scaling first,
+    a Flatten wherever a Dense layer meets images, reordered for speed.
+
+    The given layers are never touched (copies are made from their configs),
+    so the same list can describe many networks.
+
+    Parameters
+    ----------
+    layers : list of Layer
+    input_shape : (H, W, C)
+        One sample, channels-last.
+    """
+    planned = [Rescale()]  # identity until the estimator sets it from data
+    shape = tuple(input_shape)
+    for layer in layers:
+        copy = layer_from_config(layer.get_config())
+        if isinstance(copy, Dense) and len(shape) == 3:
+            planned.append(Flatten())
+            shape = (int(np.prod(shape)),)
+        planned.append(copy)
+        shape = copy.output_shape(shape)
+    return _reorder_for_speed(planned)
+
+
+def _params_of(layer):
+    """The learnable arrays of a layer and of the layers inside it."""
+    yield from layer.params.values()
+    for sub in layer.sublayers().values():
+        yield from _params_of(sub)
+
+
+def _named_layers(layers):
+    """(name, layer) for every layer, depth first: "3", then a residual
+    block's "3.0", "3.1", ... and "3.projection"."""
+
+    def walk(name, layer):
+        yield name, layer
+        for sub_name, sub in layer.sublayers().items():
+            yield from walk(f"{name}.{sub_name}", sub)
+
+    for i, layer in enumerate(layers):
+        yield from walk(str(i), layer)
 
 
 #: Images scored at once in prediction. Small batches keep every intermediate
@@ -154,28 +167,60 @@ PREDICT_BATCH = 64
 
 
 class Network:
-    """A stack of layers with a softmax cross-entropy loss on top.
+    """A built stack of layers with a softmax cross-entropy loss on top.
 
     Parameters
     ----------
     layers : list of Layer
+        Built, in the order they run.
     dtype : float32 or float64
         Everything is computed in this dtype; inputs are cast to it.
+    spec : list of dict, optional
+        The configs of the layer list this network was planned from (saved
+        in parameter files, which rebuild the network from it).
+    input_shape : (C, H, W), optional
+        One input image.
     """
 
-    def __init__(self, layers, dtype=np.float32):
+    def __init__(self, layers, dtype=np.float32, spec=None, input_shape=None):
         self.layers = layers
         self.dtype = np.dtype(dtype)
+        self.spec = spec
+        self.input_shape = None if input_shape is None else tuple(input_shape)
         self.loss_layer = SoftmaxCrossEntropy()
+        # Backward stops at the first layer with learnable arrays: nothing
+        # before it learns. A convolution there skips its input gradient.
+        learned = [i for i, layer in enumerate(layers) if any(True for _ in _params_of(layer))]
+        self._first_learned = learned[0] if learned else len(layers)
+        if learned and isinstance(layers[self._first_learned], Conv2D):
+            layers[self._first_learned].input_grad = False
 
     @classmethod
-    def from_architecture(cls, arch, rng, dtype=np.float32):
-        return cls(build_layers(arch, rng, dtype), dtype)
+    def from_layers(cls, layers, input_shape, rng, dtype=np.float32):
+        """Plan and build the network for a list of (unbuilt) layers.
+
+        Parameters
+        ----------
+        layers : list of Layer or of config dicts
+            Including the output layer. Never modified.
+        input_shape : (C, H, W)
+        rng : numpy.random.Generator
+            Initial weights (and dropout masks) are drawn from it, layer by layer.
+        dtype : float32 or float64
+        """
+        layers = [layer if isinstance(layer, Layer) else layer_from_config(layer) for layer in layers]
+        c, h, w = input_shape
+        planned = plan_layers(layers, (h, w, c))
+        shape = (h, w, c)
+        for layer in planned:
+            shape = layer.build(shape, rng, dtype)
+        spec = [layer.get_config() for layer in layers]
+        return cls(planned, dtype, spec=spec, input_shape=input_shape)
 
     # -- computation ---------------------------------------------------------
 
     def forward(self, x, training=False):
-        """Class scores (logits) of images ``x`` of shape (N, C, H, W)."""
+        """Logits (N, n_classes) of images ``x`` of shape (N, C, H, W)."""
         x = np.asarray(x).astype(self.dtype, copy=False)
         x = x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C), a view
         for layer in self.layers:
@@ -191,13 +236,11 @@ class Network:
         """Backpropagate the last :meth:`loss`; fills every layer's ``grads``
         with the gradient of the loss times ``scale``."""
         grad = self.loss_layer.backward(scale)
-        for layer in reversed(self.layers):
+        for layer in reversed(self.layers[self._first_learned :]):
             grad = layer.backward(grad)
-            if grad is None:  # the first conv skips its input gradient
-                break
         return grad
 
-    def predict_scores(self, x, batch_size=PREDICT_BATCH):
+    def predict_logits(self, x, batch_size=PREDICT_BATCH):
         """Logits for ``x``, computed ``batch_size`` images at a time: every
         intermediate array is bounded by the batch, so memory does not grow
         with ``len(x)``. Batches run two at a time on two cores (prediction
@@ -226,46 +269,46 @@ class Network:
         each can train on a micro-batch in its own thread."""
         out = []
         for child in rng.spawn(n):
-            layers = []
-            for layer in self.layers:
-                clone = copy.copy(layer)  # shallow: clone.params is layer.params
-                clone._cache, clone.grads, clone._workspace = None, {}, {}
-                clone.buffers = {k: v.copy() for k, v in layer.buffers.items()}
-                if isinstance(clone, Dropout):
-                    clone.rng = child
-                layers.append(clone)
-            out.append(Network(layers, self.dtype))
+            layers = [layer.replica(child) for layer in self.layers]
+            out.append(Network(layers, self.dtype, self.spec, self.input_shape))
         return out
+
+    def named_layers(self):
+        """(name, layer) for every layer, inside residual blocks too."""
+        return list(_named_layers(self.layers))
 
     def merge_buffers(self, replicas, used):
         """Set every buffer that training changes (batch-norm running
         statistics) to its mean over the replicas in ``used``, here and in all
         ``replicas``."""
-        for i, layer in enumerate(self.layers):
+        mine = self.named_layers()
+        theirs = [r.named_layers() for r in replicas]
+        used_ids = {id(r) for r in used}
+        for i, (_, layer) in enumerate(mine):
             if not layer.trains_buffers:
                 continue
             for k, v in layer.buffers.items():
-                copies = [r.layers[i].buffers[k] for r in used]
+                copies = [t[i][1].buffers[k] for r, t in zip(replicas, theirs) if id(r) in used_ids]
                 v[...] = sum(copies[1:], copies[0].copy()) / v.dtype.type(len(copies))
-                for r in replicas:
-                    r.layers[i].buffers[k][...] = v
+                for t in theirs:
+                    t[i][1].buffers[k][...] = v
 
     # -- parameters ----------------------------------------------------------
 
     def named_params(self):
-        """[(name, array)] for every learnable array, e.g. ("0.W", W)."""
-        return [(f"{i}.{k}", v) for i, layer in enumerate(self.layers) for k, v in layer.params.items()]
+        """[(name, array)] for every learnable array, e.g. ("1.W", W)."""
+        return [(f"{name}.{k}", v) for name, layer in self.named_layers() for k, v in layer.params.items()]
 
     def params(self):
-        return [v for layer in self.layers for v in layer.params.values()]
+        return [v for _, v in self.named_params()]
 
     def grads(self):
-        return [layer.grads[k] for layer in self.layers for k in layer.params]
+        return [layer.grads[k] for _, layer in self.named_layers() for k in layer.params]
 
     def _param_groups(self):
         """(layer, name) of the weights, which take weight decay, then of the
         other learnable arrays (biases, batch-norm scales and shifts)."""
-        keys = [(layer, k) for layer in self.layers for k in layer.params]
+        keys = [(layer, k) for _, layer in self.named_layers() for k in layer.params]
         return [[(l, k) for l, k in keys if k == "W"], [(l, k) for l, k in keys if k != "W"]]
 
     def pack_params(self):
@@ -301,18 +344,18 @@ class Network:
             np.concatenate([layer.grads[k].reshape(-1) for layer, k in group], out=buffer)
 
     def state_dict(self):
-        """Copies of every learnable array and buffer, by name."""
-        state = {}
-        for i, layer in enumerate(self.layers):
-            for k, v in {**layer.params, **layer.buffers}.items():
-                state[f"{i}.{k}"] = v.copy()
-        return state
+        """Copies of every learnable array and buffer, by name ("1.W")."""
+        return {
+            f"{name}.{k}": v.copy()
+            for name, layer in self.named_layers()
+            for k, v in {**layer.params, **layer.buffers}.items()
+        }
 
     def load_state_dict(self, state):
         """Copy arrays from ``state`` into the network (shapes must match)."""
-        for i, layer in enumerate(self.layers):
+        for name, layer in self.named_layers():
             for k, v in {**layer.params, **layer.buffers}.items():
-                v[...] = state[f"{i}.{k}"]
+                v[...] = state[f"{name}.{k}"]
 
     def clear_cache(self):
         """Drop activations and gradients kept from the last training step."""

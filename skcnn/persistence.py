@@ -6,8 +6,10 @@ estimators (optimizer state included) are saved with joblib instead, which
 *does* unpickle: load those only from sources you trust.
 
 Layout of a file: one array per learnable array or buffer, named
-``"<layer index>.<name>"`` (``"1.W"``), the class labels in ``"classes"``,
-and a JSON document in the 0-d string array ``"__meta__"``.
+``"<layer index>.<name>"`` (``"1.W"``, inside a residual block
+``"5.0.W"``), the class labels in ``"classes"``, and a JSON document in the
+0-d string array ``"__meta__"``: the format, the input shape, the layer list
+(each layer's config, the output layer included), the dtype and free notes.
 """
 
 import json
@@ -16,12 +18,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .network import Architecture, Network
+from .network import Network
 
 __all__ = ["FORMAT", "save_network", "load_network", "LoadedNetwork", "ParameterFileError"]
 
 #: Written into every file; a file with another format is refused.
-FORMAT = "skcnn-params-1"
+FORMAT = "skcnn-params-2"  # 1: fixed VGG-style stacks, kernels (F, K, K, C)
 
 
 class ParameterFileError(ValueError):
@@ -31,20 +33,20 @@ class ParameterFileError(ValueError):
 class LoadedNetwork(NamedTuple):
     """What :func:`load_network` reads from a parameter file."""
 
-    network: Network
-    architecture: Architecture
+    network: Network  # its .spec is the layer list, .input_shape (C, H, W)
     classes: np.ndarray
     extra: dict  # JSON notes: version, history, the user's ``metadata``
 
 
-def save_network(path, network, architecture, classes, extra=None):
-    """Write ``network``'s arrays and a description of it to ``path`` (.npz)."""
+def save_network(path, network, classes, extra=None):
+    """Write ``network``'s arrays and its layer list to ``path`` (.npz)."""
     classes = np.asarray(classes)
     if classes.dtype == object:
         classes = classes.astype(str)
     meta = {
         "format": FORMAT,
-        "architecture": architecture.to_dict(),
+        "input_shape": list(network.input_shape),
+        "layers": network.spec,
         "dtype": network.dtype.name,
         "extra": extra or {},
     }
@@ -61,9 +63,8 @@ def load_network(path):
     Returns
     -------
     LoadedNetwork
-        ``(network, architecture, classes, extra)``: the network built from
-        the file's architecture and holding its arrays, the class labels,
-        and the JSON notes.
+        ``(network, classes, extra)``: the network rebuilt from the file's
+        layer list and holding its arrays, the class labels, and the JSON notes.
 
     Raises
     ------
@@ -80,21 +81,21 @@ def load_network(path):
         meta = json.loads(str(arrays.pop("__meta__")))
         if meta.get("format") != FORMAT:
             raise ParameterFileError(f"{path}: unknown format {meta.get('format')!r}; expected {FORMAT!r}")
-        architecture = Architecture.from_dict(meta["architecture"])
+        input_shape = tuple(int(v) for v in meta["input_shape"])
+        spec = list(meta["layers"])
         dtype = np.dtype(meta["dtype"])
         classes = arrays.pop("classes")
+        if dtype not in (np.float32, np.float64):
+            raise ParameterFileError(f"{path}: unsupported dtype {dtype}")
+        # Build the described network (weights are overwritten below, so any seed will do)
+        network = Network.from_layers(spec, input_shape, np.random.default_rng(0), dtype)
     except ParameterFileError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ParameterFileError(f"{path}: missing or malformed metadata ({exc!r})") from exc
-    if dtype not in (np.float32, np.float64):
-        raise ParameterFileError(f"{path}: unsupported dtype {dtype}")
-    if len(classes) != architecture.n_classes:
-        raise ParameterFileError(
-            f"{path}: {len(classes)} class labels for a network with {architecture.n_classes} outputs"
-        )
-    # Build the described network (weights are overwritten below, so any seed will do)
-    network = Network.from_architecture(architecture, np.random.default_rng(0), dtype)
+    n_outputs = getattr(network.layers[-1], "units", None)  # the output Dense layer
+    if len(classes) != n_outputs:
+        raise ParameterFileError(f"{path}: {len(classes)} class labels for a network with {n_outputs} outputs")
     expected = {name: array for name, array in network.state_dict().items()}
     missing = sorted(set(expected) - set(arrays))
     unexpected = sorted(set(arrays) - set(expected))
@@ -113,4 +114,4 @@ def load_network(path):
         if not np.isfinite(got).all():
             raise ParameterFileError(f"{path}: array {name!r} holds non-finite values")
     network.load_state_dict(arrays)
-    return LoadedNetwork(network, architecture, classes, meta.get("extra", {}))
+    return LoadedNetwork(network, classes, meta.get("extra", {}))

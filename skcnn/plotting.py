@@ -113,7 +113,7 @@ def plot_filters(estimator, fig=None):
     from .layers import Conv2D
 
     conv = next(layer for layer in estimator.network_.layers if isinstance(layer, Conv2D))
-    kernels = conv.params["W"][..., 0]  # (F, K, K)
+    kernels = conv.params["W"][:, :, 0].transpose(2, 0, 1)  # HWIO (K, K, C, F) -> (F, K, K), channel 0
     ncols = min(8, len(kernels))
     nrows = int(np.ceil(len(kernels) / ncols))
     if fig is None:

@@ -351,7 +351,7 @@ class Trainer:
         return cosine
 
     def _score(self, x, y, sw):
-        pred = self.network.predict_scores(x).argmax(axis=1)
+        pred = self.network.predict_logits(x).argmax(axis=1)
         return float(np.average(pred == y, weights=sw))
 
     def _update_stopping(self, validating):

@@ -11,11 +11,21 @@ def rel_error(a, b):
     return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
 
 
+def learnable_arrays(layer, prefix=""):
+    """(name, owner, key) for every learnable array of ``layer`` and of the
+    layers inside it (a residual block's), named like "0.W", "projection.W"."""
+    for key in layer.params:
+        yield prefix + key, layer, key
+    for name, sub in layer.sublayers().items():
+        yield from learnable_arrays(sub, f"{prefix}{name}.")
+
+
 def check_layer_gradients(layer, x, rng, tol=1e-6):
     """Compare a layer's backward with central differences of sum(out * R).
 
     Checks the input gradient (when the layer computes one) and every
-    parameter gradient; returns the worst relative error.
+    parameter gradient, those of the layers inside it included; returns the
+    relative error of each, by name ("x", "W", "0.W", ...).
     """
     out = layer.forward(x, training=True)
     r = rng.standard_normal(out.shape)
@@ -25,12 +35,13 @@ def check_layer_gradients(layer, x, rng, tol=1e-6):
 
     layer.forward(x, training=True)
     dx = layer.backward(r.copy())
-    grads = {k: g.copy() for k, g in layer.grads.items()}
+    arrays = list(learnable_arrays(layer))
+    grads = {name: owner.grads[key].copy() for name, owner, key in arrays}
     errors = {}
     if dx is not None:
         errors["x"] = rel_error(dx, numerical_gradient(f, x))
-    for name, p in layer.params.items():
-        errors[name] = rel_error(grads[name], numerical_gradient(f, p))
+    for name, owner, key in arrays:
+        errors[name] = rel_error(grads[name], numerical_gradient(f, owner.params[key]))
     for name, err in errors.items():
         assert err < tol, f"{layer!r}: gradient of {name} off by {err:.2e}"
     return errors

@@ -261,7 +261,7 @@ def test_architecture_presets_and_overrides():
     kinds = [type(layer).__name__ for layer in deep.network_.layers]
     assert kinds.count("Conv2D") == 4 and "BatchNorm" in kinds and "Dropout" in kinds
     custom = CNNClassifier(conv_filters=((4, 4), 8), hidden_layer_sizes=(7,), max_iter=1).fit(X, y)
-    assert [layer.params["W"].shape[0] for layer in custom.network_.layers if type(layer).__name__ == "Conv2D"] == [4, 4, 8]
+    assert [layer.params["W"].shape[-1] for layer in custom.network_.layers if type(layer).__name__ == "Conv2D"] == [4, 4, 8]
 
 
 def test_fitted_model_carries_no_training_buffers(fitted):

@@ -1,92 +1,389 @@
+import json
+
 import numpy as np
 import pytest
 from conftest import rel_error
 from sklearn.datasets import load_digits
+from threadpoolctl import threadpool_limits
 
 from skcnn.functions import numerical_gradient
-from skcnn.layers import BatchNorm, Conv2D, Dense, MaxPool2D, ReLU
-from skcnn.network import PRESETS, Architecture, Network
+from skcnn.layers import (
+    AvgPool2D,
+    BatchNorm,
+    Bias,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Rescale,
+    Residual,
+    layer_from_config,
+)
+from skcnn.network import PRESETS, Network, plan_layers, preset_layers
 from skcnn.optimizers import Adam
 
 
-def make(arch_kwargs, input_shape, n_classes=3, seed=0, dtype=np.float64):
-    arch = Architecture(input_shape=input_shape, n_classes=n_classes, **arch_kwargs)
-    return Network.from_architecture(arch, np.random.default_rng(seed), dtype)
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Matrix products on one BLAS thread, as skcnn always runs them
+    (skcnn.parallel.worker_pool): many tiny products on a busy machine are
+    many times slower with more."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
-def check_network_gradients(net, x, y, sw=None):
+#: The origin network's structure with few weights, for checks that perturb every one.
+SMALL = dict(conv_filters=(3, 4), hidden_layer_sizes=(5,))
+
+
+def make(arch_kwargs=None, input_shape=(1, 8, 8), n_classes=3, seed=0, dtype=np.float64):
+    """A preset network: the origin preset's fields updated by ``arch_kwargs``,
+    plus the output layer."""
+    layers = preset_layers(**dict(PRESETS["origin"], **(arch_kwargs or {}))) + [Dense(n_classes)]
+    return Network.from_layers(layers, input_shape, np.random.default_rng(seed), dtype)
+
+
+def residual_layers(n_classes=3):
+    """A small residual network: pools of both kinds, a block that keeps the
+    shape, a strided block with a projection, global average pooling."""
+    return [
+        Conv2D(3, 3, padding="same"),
+        AvgPool2D(3, 2),  # overlapping, partial windows at the edge
+        ReLU(),
+        Residual(
+            [
+                Conv2D(3, 3, padding="same", bias=False),
+                BatchNorm(),
+                ReLU(),
+                Conv2D(3, 3, padding="same"),
+            ]
+        ),
+        Residual([Conv2D(4, 3, stride=2, padding="same"), ReLU()]),
+        GlobalAvgPool2D(),
+        Dense(n_classes),
+    ]
+
+
+def make_residual(input_shape=(2, 8, 8), seed=0, dtype=np.float64):
+    return Network.from_layers(residual_layers(), input_shape, np.random.default_rng(seed), dtype)
+
+
+def randomise(net, rng, scale=0.1):
+    """Non-zero biases and shifts, scales away from one, so that their
+    gradients and the places they run are exercised."""
+    for name, p in net.named_params():
+        if p.ndim == 1:
+            p[:] = rng.standard_normal(p.shape) * scale + (1.0 if name.endswith("gamma") else 0.0)
+    return net
+
+
+def check_network_gradients(net, x, y, sw=None, entries=None, rng=None):
+    """Compare every parameter gradient of the loss with central differences
+    (of ``entries`` random entries per array when given, else of all)."""
     net.loss(x, y, sw)
     net.backward()
     analytic = [g.copy() for g in net.grads()]
-    for (name, p), g in zip(net.named_params(), analytic):
-        num = numerical_gradient(lambda: net.loss(x, y, sw), p)
+    assert len(analytic) == len(net.named_params()) > 0
+    for (name, p), g in zip(net.named_params(), analytic, strict=True):
+        if entries is None or p.size <= entries:
+            num = numerical_gradient(lambda: net.loss(x, y, sw), p)
+        else:
+            picked = rng.choice(p.size, entries, replace=False)
+            num, g = np.empty(entries), g.reshape(-1)[picked]
+            flat = p.reshape(-1)  # a view
+            for j, i in enumerate(picked):
+                old = flat[i]
+                flat[i] = old + 1e-6
+                plus = net.loss(x, y, sw)
+                flat[i] = old - 1e-6
+                minus = net.loss(x, y, sw)
+                flat[i] = old
+                num[j] = (plus - minus) / 2e-6
         err = rel_error(g, num)
         assert err < 1e-6, f"{name}: relative error {err:.2e}"
 
 
+def kinds(layers):
+    return [type(layer).__name__ for layer in layers]
+
+
+# -- presets and planning ---------------------------------------------------------
+
+
 def test_default_network_is_the_origin_network():
-    net = make({}, (1, 28, 28), n_classes=10, dtype=np.float32)
-    kinds = [type(layer).__name__ for layer in net.layers]
-    assert kinds == [
-        "Rescale", "Conv2D", "MaxPool2D", "Bias", "ReLU", "Conv2D", "MaxPool2D", "Bias", "ReLU", "Flatten",
-        "Dense", "ReLU", "Dense",
+    net = make(input_shape=(1, 28, 28), n_classes=10, dtype=np.float32)
+    assert kinds(net.layers) == [
+        "Rescale",
+        "Conv2D", "MaxPool2D", "Bias", "ReLU",
+        "Conv2D", "MaxPool2D", "Bias", "ReLU",
+        "Flatten", "Dense", "ReLU", "Dense",
     ]  # fmt: skip
     convs = [layer for layer in net.layers if isinstance(layer, Conv2D)]
-    assert [c.params["W"].shape for c in convs] == [(16, 3, 3, 1), (32, 3, 3, 16)]
-    assert all(c.padding == 1 and c.stride == 1 for c in convs)
+    assert [c.params["W"].shape for c in convs] == [(3, 3, 1, 16), (3, 3, 16, 32)]  # HWIO
+    assert all(c.padding == "same" and c.pad == 1 and c.stride == 1 for c in convs)
+    # the images are not learned: the first convolution skips its input gradient
+    assert [c.input_grad for c in convs] == [False, True]
     # each conv's bias sits after its pool (same function, 4x fewer additions)
-    assert [layer.params["b"].shape for layer in net.layers if type(layer).__name__ == "Bias"] == [(16,), (32,)]
+    assert all("b" not in c.params for c in convs)
+    assert [layer.params["b"].shape for layer in net.layers if isinstance(layer, Bias)] == [
+        (16,),
+        (32,),
+    ]
     dense = [layer for layer in net.layers if isinstance(layer, Dense)]
     assert [d.params["W"].shape for d in dense] == [(32 * 7 * 7, 100), (100, 10)]
     assert net.forward(np.zeros((2, 1, 28, 28))).shape == (2, 10)
+    assert net.input_shape == (1, 28, 28) and net.dtype == np.float32
+    # the spec is the list it was planned from, not what runs
+    assert net.spec == [
+        layer.get_config() for layer in preset_layers(**PRESETS["origin"]) + [Dense(10)]
+    ]
+
+
+def test_preset_layers_are_the_textbook_order_unbuilt():
+    origin = preset_layers(**PRESETS["origin"])
+    assert kinds(origin) == [
+        "Conv2D",
+        "ReLU",
+        "MaxPool2D",
+        "Conv2D",
+        "ReLU",
+        "MaxPool2D",
+        "Flatten",
+        "Dense",
+        "ReLU",
+    ]
+    assert [
+        (c.filters, c.kernel_size, c.padding, c.bias) for c in origin if isinstance(c, Conv2D)
+    ] == [
+        (16, 3, "same", True),
+        (32, 3, "same", True),
+    ]
+    assert not any(layer.built for layer in origin)
+    deep = preset_layers(**PRESETS["deep"])
+    block = ["Conv2D", "BatchNorm", "ReLU", "Conv2D", "BatchNorm", "ReLU", "MaxPool2D"]
+    assert kinds(deep) == block * 2 + ["Flatten", "Dense", "BatchNorm", "ReLU", "Dropout"]
+    # no bias before batch norm: its shift plays that part
+    assert not any(layer.bias for layer in deep if isinstance(layer, (Conv2D, Dense)))
+    assert [c.filters for c in deep if isinstance(c, Conv2D)] == [32, 32, 64, 64]
+    assert [d.rate for d in deep if isinstance(d, Dropout)] == [0.3]
+
+
+def test_plan_layers_inserts_flatten_where_a_dense_layer_meets_images():
+    planned = plan_layers([Conv2D(2, 3), ReLU(), Dense(4), ReLU(), Dense(3)], (5, 5, 1))
+    assert kinds(planned) == ["Rescale", "Conv2D", "ReLU", "Flatten", "Dense", "ReLU", "Dense"]
+    # none where the data are flat already
+    assert "Flatten" not in kinds(
+        plan_layers([Conv2D(2, 3), GlobalAvgPool2D(), Dense(3)], (5, 5, 1))
+    )
+    assert kinds(plan_layers([Flatten(), Dense(3)], (5, 5, 1))) == ["Rescale", "Flatten", "Dense"]
+    # after a residual block too
+    assert kinds(plan_layers([Residual([Conv2D(2, 3, padding=1)]), Dense(3)], (4, 4, 1)))[-2:] == [
+        "Flatten",
+        "Dense",
+    ]
+    # and the network runs: the Dense layer sees 3*3*2 features
+    net = Network.from_layers([Conv2D(2, 3), Dense(3)], (1, 5, 5), np.random.default_rng(0))
+    assert net.layers[3].params["W"].shape == (18, 3)
+    assert net.forward(np.ones((2, 1, 5, 5))).shape == (2, 3)
+
+
+def test_plan_layers_never_touches_the_given_layers():
+    layers = [Conv2D(3, 3, padding="same"), ReLU(), MaxPool2D(2), Dense(2)]
+    before = [layer.get_config() for layer in layers]
+    planned = plan_layers(layers, (4, 4, 1))
+    assert [layer.get_config() for layer in layers] == before  # the conv keeps its bias
+    assert not any(layer.built for layer in layers)
+    assert not any(p is q for p in planned for q in layers)
+    # the same list describes two networks with their own weights
+    a = Network.from_layers(layers, (1, 4, 4), np.random.default_rng(0))
+    b = Network.from_layers(layers, (1, 4, 4), np.random.default_rng(0))
+    assert a.params()[0] is not b.params()[0]
+    np.testing.assert_array_equal(a.params()[0], b.params()[0])
+
+
+def textbook_forward(layers, x, training):
+    """Run ``layers`` one by one on channels-last ``x``, flattening before a
+    Dense layer that meets images, with nothing moved."""
+    for layer in layers:
+        if isinstance(layer, Dense) and x.ndim == 4:
+            x = x.reshape(len(x), -1)
+        x = layer.forward(x, training)
+    return x
+
+
+PLAN_STACKS = {
+    "origin": (preset_layers(**dict(PRESETS["origin"], **SMALL)) + [Dense(3)], (2, 7, 9)),
+    "batch_norm": (
+        preset_layers(
+            **dict(
+                PRESETS["deep"], conv_filters=((3, 2), (4,)), hidden_layer_sizes=(5,), dropout=0.0
+            )
+        )
+        + [Dense(3)],
+        (1, 9, 6),
+    ),
+    "avgpool": (
+        [
+            Conv2D(3, 3, padding="same"),
+            AvgPool2D(3, 2),
+            ReLU(),
+            Conv2D(4, 3),
+            ReLU(),
+            MaxPool2D(2, 1),
+            Conv2D(4, 1),  # its bias must stay before batch norm
+            BatchNorm(),
+            ReLU(),
+            AvgPool2D(2),  # ReLU must stay before an average
+            Dense(5),
+            ReLU(),
+            Dense(3),
+        ],
+        (2, 11, 10),
+    ),
+}
+
+
+@pytest.mark.parametrize("stack", sorted(PLAN_STACKS))
+def test_planned_network_computes_the_textbook_order_function(stack, rng):
+    layers, (c, h, w) = PLAN_STACKS[stack]
+    net = Network.from_layers(layers, (c, h, w), rng, np.float64)
+    # the plan did move something, so the comparison below means something
+    planned, given = kinds(net.layers), kinds(layers)
+    assert ("ReLU", "MaxPool2D") in zip(given, given[1:])
+    assert ("ReLU", "MaxPool2D") not in zip(planned, planned[1:])
+    assert ("Bias" in planned) == (stack != "batch_norm")
+    if stack == "avgpool":  # and kept what must stay
+        assert ("ReLU", "AvgPool2D") in zip(planned, planned[1:])
+        assert [c.bias for c in net.layers if isinstance(c, Conv2D)] == [False, False, True]
+    # the textbook network, built layer by layer, random weights and statistics
+    textbook = [layer_from_config(layer.get_config()) for layer in layers]
+    shape = (h, w, c)
+    for layer in textbook:
+        if isinstance(layer, Dense) and len(shape) == 3:
+            shape = (int(np.prod(shape)),)
+        shape = layer.build(shape, rng, np.float64)
+        for k, p in layer.params.items():
+            p[...] = rng.standard_normal(p.shape) * 0.5 + (1.0 if k == "gamma" else 0.0)
+        if "running_var" in layer.buffers:
+            layer.buffers["running_mean"][...] = rng.standard_normal(shape[-1])
+            layer.buffers["running_var"][...] = rng.uniform(0.5, 2.0, shape[-1])
+    # the same arrays, in the same order, for the planned network
+    mine = [v for layer in textbook for v in [*layer.params.values(), *layer.buffers.values()]]
+    theirs = [
+        v for layer in net.layers[1:] for v in [*layer.params.values(), *layer.buffers.values()]
+    ]
+    assert [v.shape for v in mine] == [v.shape for v in theirs]
+    for a, b in zip(mine, theirs, strict=True):
+        b[...] = a
+    x = rng.standard_normal((4, c, h, w))
+    for training in (False, True):
+        expected = textbook_forward(textbook, x.transpose(0, 2, 3, 1), training)
+        np.testing.assert_allclose(net.forward(x, training), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_from_layers_takes_configs_and_its_spec_rebuilds_the_same_network(rng):
+    net = make_residual()
+    spec = json.loads(json.dumps(net.spec))  # what a parameter file holds
+    assert spec == [layer.get_config() for layer in residual_layers()]
+    again = Network.from_layers(spec, (2, 8, 8), np.random.default_rng(0), np.float64)
+    assert repr(again) == repr(net)
+    assert again.spec == net.spec
+    state, other = net.state_dict(), again.state_dict()
+    assert state.keys() == other.keys()
+    for k in state:
+        np.testing.assert_array_equal(state[k], other[k])
+    x = rng.standard_normal((3, 2, 8, 8))
+    np.testing.assert_array_equal(again.forward(x), net.forward(x))
+
+
+# -- gradients --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "input_shape,n",
     [((1, 8, 8), 3), ((2, 5, 7), 1), ((1, 1, 1), 2), ((1, 1, 6), 2)],
 )
-def test_default_network_gradient_end_to_end(input_shape, n, rng):
-    net = make({}, input_shape)
-    for p in net.params():  # non-zero biases so their gradients are exercised
-        if p.ndim == 1:
-            p[:] = rng.standard_normal(p.shape) * 0.1
+def test_origin_network_gradient_end_to_end(input_shape, n, rng):
+    net = randomise(make(SMALL, input_shape), rng)
     x = rng.standard_normal((n, *input_shape))
     y = rng.integers(0, 3, n)
     check_network_gradients(net, x, y, sw=rng.uniform(0.5, 2, n))
 
 
+def test_default_network_gradient_end_to_end_at_full_width(rng):
+    # every entry is checked at SMALL widths above; here a sample of each array
+    net = randomise(make(input_shape=(1, 8, 8)), rng)
+    assert [p.shape for p in net.params()][0] == (3, 3, 1, 16)
+    x = rng.standard_normal((3, 1, 8, 8))
+    check_network_gradients(
+        net, x, np.array([0, 2, 1]), sw=rng.uniform(0.5, 2, 3), entries=12, rng=rng
+    )
+
+
 def test_deep_preset_gradient_end_to_end(rng):
     kw = dict(PRESETS["deep"], conv_filters=((3, 2), (4,)), hidden_layer_sizes=(5,), dropout=0.0)
-    net = make(kw, (2, 6, 6))
+    net = randomise(make(kw, (2, 6, 6)), rng)
     assert any(isinstance(layer, BatchNorm) for layer in net.layers)
     check_network_gradients(net, rng.standard_normal((4, 2, 6, 6)), np.array([0, 1, 2, 1]))
 
 
+def test_residual_network_gradient_end_to_end(rng):
+    net = randomise(make_residual(), rng)
+    assert kinds(net.layers) == [
+        "Rescale", "Conv2D", "AvgPool2D", "Bias", "ReLU", "Residual", "Residual",
+        "GlobalAvgPool2D", "Dense",
+    ]  # fmt: skip
+    assert net.layers[6].projection is not None and net.layers[5].projection is None
+    n = 4
+    check_network_gradients(
+        net, rng.standard_normal((n, 2, 8, 8)), np.array([0, 1, 2, 1]), sw=rng.uniform(0.5, 2, n)
+    )
+
+
+# -- dtypes and prediction ------------------------------------------------------------
+
+
 def test_float32_in_float32_everywhere(rng):
-    net = make(dict(PRESETS["deep"], conv_filters=((4, 4), (8,))), (1, 8, 8), dtype=np.float32)
-    x = rng.random((5, 1, 8, 8)).astype(np.float32)
-    h = x.transpose(0, 2, 3, 1)
-    for layer in net.layers:
-        h = layer.forward(h, training=True)
-        assert h.dtype == np.float32, layer
-    net.loss(x, np.array([0, 1, 2, 0, 1]))
-    net.backward()
-    assert all(p.dtype == np.float32 for p in net.params())
-    assert all(g.dtype == np.float32 for g in net.grads())
-    assert net.predict_scores(x).dtype == np.float32
-    # float64 input to a float32 network is computed in float32
-    assert net.forward(x.astype(np.float64)).dtype == np.float32
+    for net in (
+        make(dict(PRESETS["deep"], conv_filters=((4, 4), (8,))), (1, 8, 8), dtype=np.float32),
+        make_residual((1, 8, 8), dtype=np.float32),
+    ):
+        x = rng.random((5, 1, 8, 8)).astype(np.float32)
+        h = x.transpose(0, 2, 3, 1)
+        for layer in net.layers:
+            h = layer.forward(h, training=True)
+            assert h.dtype == np.float32, layer
+        net.loss(x, np.array([0, 1, 2, 0, 1]))
+        net.backward()
+        assert all(p.dtype == np.float32 for p in net.params())
+        assert all(g.dtype == np.float32 for g in net.grads())
+        assert all(v.dtype == np.float32 for v in net.state_dict().values())
+        assert net.predict_logits(x).dtype == np.float32
+        # float64 input to a float32 network is computed in float32
+        assert net.forward(x.astype(np.float64)).dtype == np.float32
 
 
 def test_float64_network_computes_in_float64(rng):
-    net = make({}, (1, 8, 8))
-    assert net.predict_scores(rng.random((3, 1, 8, 8))).dtype == np.float64
+    net = make()
+    assert net.predict_logits(rng.random((3, 1, 8, 8))).dtype == np.float64
 
 
-def test_predict_scores_in_batches_equals_one_pass(rng):
-    net = make({}, (1, 8, 8))
-    x = rng.random((23, 1, 8, 8))
-    np.testing.assert_allclose(net.predict_scores(x, batch_size=5), net.forward(x), rtol=1e-12)
+def test_float32_and_float64_networks_from_one_seed_start_from_the_same_weights():
+    a, b = make_residual(dtype=np.float32), make_residual(dtype=np.float64)
+    for (name, p), (_, q) in zip(a.named_params(), b.named_params(), strict=True):
+        np.testing.assert_array_equal(p, q.astype(np.float32), err_msg=name)
+
+
+def test_predict_logits_in_batches_equals_one_pass(rng):
+    for net in (make(), make_residual((1, 8, 8))):
+        x = rng.random((23, 1, 8, 8))
+        np.testing.assert_allclose(net.predict_logits(x, batch_size=5), net.forward(x), rtol=1e-12)
+
+
+# -- learning ---------------------------------------------------------------------------
 
 
 def train_steps(net, x, y, steps, lr=1e-3):
@@ -101,10 +398,10 @@ def train_steps(net, x, y, steps, lr=1e-3):
 
 def test_learning_is_real_random_labels_are_memorised():
     rng = np.random.default_rng(0)
-    x = rng.random((64, 1, 28, 28)).astype(np.float32)
+    x = rng.random((64, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 10, 64)
-    net = make({}, (1, 28, 28), n_classes=10, dtype=np.float32)
-    losses = train_steps(net, x, y, 150)
+    net = make(n_classes=10, dtype=np.float32)
+    losses = train_steps(net, x, y, 80, lr=3e-3)
     assert losses[0] > 1.5
     assert losses[-1] < 0.05
     assert (net.forward(x).argmax(axis=1) == y).all()
@@ -114,11 +411,11 @@ def test_same_seed_same_weights_and_losses():
     rng = np.random.default_rng(5)
     x = rng.random((16, 1, 8, 8)).astype(np.float32)
     y = rng.integers(0, 3, 16)
-    a, b = make({}, (1, 8, 8), dtype=np.float32), make({}, (1, 8, 8), dtype=np.float32)
+    a, b = make(dtype=np.float32), make(dtype=np.float32)
     assert train_steps(a, x, y, 5) == train_steps(b, x, y, 5)
-    for p, q in zip(a.params(), b.params()):
+    for p, q in zip(a.params(), b.params(), strict=True):
         np.testing.assert_array_equal(p, q)
-    c = make({}, (1, 8, 8), seed=1, dtype=np.float32)
+    c = make(seed=1, dtype=np.float32)
     assert not np.array_equal(a.params()[0], c.params()[0])
 
 
@@ -129,19 +426,50 @@ def test_engine_reaches_high_accuracy_on_digits():
     rng = np.random.default_rng(0)
     order = rng.permutation(len(y))
     train, test = order[:1300], order[1300:]
-    net = make({}, (1, 8, 8), n_classes=10, dtype=np.float32)
+    net = make(n_classes=10, dtype=np.float32)
     opt = Adam(1e-3)
     for _ in range(15):
         for batch in np.array_split(rng.permutation(train), 13):
             net.loss(x[batch], y[batch])
             net.backward()
             opt.step(net.params(), net.grads())
-    accuracy = (net.predict_scores(x[test]).argmax(axis=1) == y[test]).mean()
+    accuracy = (net.predict_logits(x[test]).argmax(axis=1) == y[test]).mean()
     assert accuracy > 0.95
 
 
-def test_state_dict_round_trip_and_clear_cache(rng):
-    net = make(dict(PRESETS["deep"], conv_filters=((2,),), hidden_layer_sizes=(3,)), (1, 4, 4))
+# -- parameters, names, replicas ---------------------------------------------------------
+
+
+def test_names_reach_inside_residual_blocks():
+    net = make_residual()
+    assert [name for name, _ in net.named_params()] == [
+        "1.W", "3.b",
+        "5.0.W", "5.1.gamma", "5.1.beta", "5.3.W", "5.3.b",
+        "6.0.W", "6.0.b", "6.projection.W",
+        "8.W", "8.b",
+    ]  # fmt: skip
+    named = dict(net.named_layers())
+    assert isinstance(named["5"], Residual) and named["5.1"] is net.layers[5].layers[1]
+    assert named["6.projection"] is net.layers[6].projection
+    state = net.state_dict()
+    assert {
+        "5.1.running_mean",
+        "5.1.running_var",
+        "0.shift",
+        "0.scale",
+        "6.projection.W",
+    } <= state.keys()
+    net.loss(np.zeros((2, 2, 8, 8)), np.array([0, 1]))
+    net.backward()
+    assert [g.shape for g in net.grads()] == [p.shape for p in net.params()]
+
+
+@pytest.mark.parametrize("which", ["deep", "residual"])
+def test_state_dict_round_trip_and_clear_cache(which, rng):
+    if which == "deep":
+        net = make(dict(PRESETS["deep"], conv_filters=((2,),), hidden_layer_sizes=(3,)), (1, 4, 4))
+    else:
+        net = make_residual((1, 4, 4))
     state = net.state_dict()
     x = rng.random((4, 1, 4, 4))
     before = net.forward(x)
@@ -149,33 +477,61 @@ def test_state_dict_round_trip_and_clear_cache(rng):
     net.backward()
     Adam(0.1).step(net.params(), net.grads())
     assert not np.allclose(net.forward(x), before)
+    assert any(
+        not np.array_equal(v, state[k]) for k, v in net.state_dict().items() if "running" in k
+    )
     net.load_state_dict(state)
     np.testing.assert_array_equal(net.forward(x), before)
     net.clear_cache()
-    assert all(layer._cache is None and not layer.grads for layer in net.layers)
-
-
-def test_architecture_dict_round_trip():
-    arch = Architecture((1, 28, 28), 10, conv_filters=((32, 32), 64), hidden_layer_sizes=(50, 20))
-    assert Architecture.from_dict(arch.to_dict()) == Architecture.from_dict(
-        Architecture.from_dict(arch.to_dict()).to_dict()
-    )
-    assert Architecture.from_dict(arch.to_dict()).conv_filters == ((32, 32), (64,))
+    assert all(layer._cache is None and not layer.grads for _, layer in net.named_layers())
 
 
 def test_layers_compose_by_hand(rng):
-    # the engine is usable without Network: the README's low-level example
-    conv = Conv2D(1, 4, 3, padding=1, rng=rng, dtype=np.float64)
-    pool, relu = MaxPool2D(2), ReLU()
+    # the engine is usable without Network: layers build on first use
+    conv, pool, relu = Conv2D(4, 3, padding=1), MaxPool2D(2), ReLU()
     x = rng.random((2, 6, 6, 1))
     out = relu.forward(pool.forward(conv.forward(x, True), True), True)
     assert out.shape == (2, 3, 3, 4)
+    assert conv.params["W"].shape == (3, 3, 1, 4) and conv.params["W"].dtype == np.float64
     grad = conv.backward(pool.backward(relu.backward(np.ones_like(out))))
     assert grad.shape == x.shape
 
 
-def test_pack_params_moves_weights_and_the_rest_into_two_buffers():
-    net = make({"batch_norm": True, "hidden_layer_sizes": (5,)}, (1, 8, 8), dtype=np.float32)
+def test_replicas_share_weights_and_keep_their_own_state_inside_residual_blocks(rng):
+    net = make_residual(dtype=np.float32)
+    a, b = net.replicas(2, np.random.default_rng(1))
+    for (name, p), (_, pa), (_, pb) in zip(
+        net.named_params(), a.named_params(), b.named_params(), strict=True
+    ):
+        assert p is pa and p is pb, name
+    xa, xb = rng.random((3, 2, 8, 8)), rng.random((3, 2, 8, 8)) * 3
+    ya = np.array([0, 1, 2])
+    a.loss(xa, ya)
+    b.loss(xb, ya)
+    a.backward()
+    b.backward()
+    # own gradients, own batch-norm statistics (inside the block)
+    assert not any(np.array_equal(ga, gb) for ga, gb in zip(a.grads(), b.grads(), strict=True))
+    mean = "5.1.running_mean"
+    sa, sb, s0 = a.state_dict()[mean], b.state_dict()[mean], net.state_dict()[mean]
+    assert not np.allclose(sa, sb) and not s0.any()
+    net.merge_buffers([a, b], used=[a, b])
+    for r in (net, a, b):
+        np.testing.assert_allclose(r.state_dict()[mean], (sa + sb) / 2, rtol=1e-6)
+    # only the replicas that trained count
+    a.loss(xa, ya)
+    sa = a.state_dict()[mean]
+    net.merge_buffers([a, b], used=[a])
+    np.testing.assert_array_equal(net.state_dict()[mean], sa)
+    np.testing.assert_array_equal(b.state_dict()[mean], sa)
+
+
+@pytest.mark.parametrize("which", ["batch_norm", "residual"])
+def test_pack_params_moves_weights_and_the_rest_into_two_buffers(which):
+    if which == "batch_norm":
+        net = make({"batch_norm": True, "hidden_layer_sizes": (5,)}, dtype=np.float32)
+    else:
+        net = make_residual(dtype=np.float32)
     before = {name: p.copy() for name, p in net.named_params()}
     (weights, w_decay), (rest, r_decay) = net.pack_params()
     assert (w_decay, r_decay) == (True, False)
@@ -191,13 +547,26 @@ def test_pack_params_moves_weights_and_the_rest_into_two_buffers():
     weights[:] = 0
     assert all(not p.any() for n, p in net.named_params() if n.endswith(".W"))
     # gradients come out in the same layout
-    x = np.random.default_rng(1).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal((4, net.input_shape[0], 8, 8)).astype(np.float32)
     net.loss(x, np.array([0, 1, 2, 0]))
     net.backward()
     out = [np.empty_like(weights), np.empty_like(rest)]
     net.packed_grads(out)
-    grads = dict(zip([n for n, _ in net.named_params()], net.grads()))
+    grads = dict(zip([n for n, _ in net.named_params()], net.grads(), strict=True))
     expected_w = np.concatenate([g.ravel() for n, g in grads.items() if n.endswith(".W")])
     expected_r = np.concatenate([g.ravel() for n, g in grads.items() if not n.endswith(".W")])
     np.testing.assert_array_equal(out[0], expected_w)
     np.testing.assert_array_equal(out[1], expected_r)
+    # replicas made after packing share the packed arrays
+    (replica,) = net.replicas(1, np.random.default_rng(0))
+    assert all(np.shares_memory(p, weights) for n, p in replica.named_params() if n.endswith(".W"))
+
+
+def test_rescale_is_planned_first_and_scales_the_input(rng):
+    net = make()
+    assert isinstance(net.layers[0], Rescale)
+    x = rng.random((3, 1, 8, 8))
+    before = net.forward(x)
+    net.layers[0].buffers["shift"][...] = 2.0
+    net.layers[0].buffers["scale"][...] = 4.0
+    np.testing.assert_allclose(net.forward(4 * x + 2), before, rtol=1e-10)

@@ -86,7 +86,7 @@ def test_a_file_with_the_wrong_arrays_is_refused(model, data, tmp_path):
     model.save_params(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
-    wrong_shape = dict(arrays, **{"1.W": arrays["1.W"][:8]})
+    wrong_shape = dict(arrays, **{"1.W": arrays["1.W"][..., :8]})
     np.savez(tmp_path / "shape.npz", **wrong_shape)
     assert "shape" in assert_unchanged_after_rejection(model, X, lambda: model.load_params(tmp_path / "shape.npz"))
     dropped = next(k for k in arrays if k.endswith(".b"))

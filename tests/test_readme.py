@@ -9,17 +9,18 @@ import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
-# the two examples that need nothing beyond the package (the third needs Dask)
+# the examples that need nothing beyond the package (the Dask one needs a cluster)
 LOCAL = [block for block in BLOCKS if "dask" not in block]
 
 
 def test_the_readme_has_the_examples_this_file_runs():
-    assert len(LOCAL) == 2
+    assert len(LOCAL) == 3
     assert "CNNClassifier(random_state=0).fit" in LOCAL[0]
-    assert "memorise" in LOCAL[1]
+    assert "Residual(" in LOCAL[1]
+    assert "memorise" in LOCAL[2]
 
 
-@pytest.mark.parametrize("block", LOCAL, ids=["estimator", "engine"])
+@pytest.mark.parametrize("block", LOCAL, ids=["estimator", "layers", "engine"])
 def test_readme_example_prints_the_figures_its_comments_claim(block):
     claimed = [float(m) for m in re.findall(r"^print\(.*\)\s+#\s*([0-9.]+)", block, re.M)]
     assert claimed, "every example ends with a print(...)  # figure line"
