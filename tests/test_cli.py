@@ -1,3 +1,4 @@
+import io
 import subprocess
 import sys
 
@@ -116,3 +117,41 @@ def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
 def test_python_dash_m_skcnn_works():
     out = subprocess.run([sys.executable, "-m", "skcnn", "--help"], capture_output=True, text=True, check=True)
     assert "train" in out.stdout and "predict" in out.stdout
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def as_displayed(text):
+    """The lines a terminal shows for ``text``: a carriage return moves back
+    to the start of the line and later characters overwrite earlier ones."""
+    lines = []
+    for raw in text.split("\n"):
+        shown = []
+        for segment in raw.split("\r"):
+            shown[: len(segment)] = segment
+        lines.append("".join(shown).rstrip())
+    return lines
+
+
+def test_progress_bar_redrawn_in_place_on_a_terminal_and_absent_otherwise(monkeypatch, capsys):
+    from sklearn.datasets import load_digits
+
+    from skcnn.trainer import _ProgressBar
+
+    X, y = load_digits(return_X_y=True)
+    monkeypatch.setattr(_ProgressBar, "INTERVAL", 0.0)  # draw after every batch
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    CNNClassifier(max_iter=3, batch_size=200, verbose=2, random_state=0).fit(X[:1000], y[:1000])
+    drawn = terminal.getvalue()
+    assert drawn.count("\r") >= 3 * 5 and "100.0%" in drawn  # five batches per epoch
+    assert "\n" not in drawn and as_displayed(drawn) == [""]  # erased: nothing is left behind
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all(line.startswith(f"Epoch {i}: loss") for i, line in enumerate(out, 1))
+    monkeypatch.undo()
+    CNNClassifier(max_iter=1, verbose=2, random_state=0).fit(X[:300], y[:300])
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("Epoch 1: loss")  # stderr is not a terminal
