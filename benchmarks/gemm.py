@@ -7,6 +7,7 @@ largest products, and of a large square one: the floor under a training step.
 Shapes are those of one training thread's micro-batch of 50 images.
 """
 
+import argparse
 import os
 import time
 
@@ -25,7 +26,9 @@ def gflops(product, flop, calls=50):
     return ms, flop / ms / 1e6
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)  # no options: --help shows the docstring
     rng = np.random.default_rng(0)
     m = 50 * 14 * 14  # conv2 output pixels in a micro-batch
     cols = rng.standard_normal((m, 144)).astype(np.float32)  # lowered 3x3x16 windows

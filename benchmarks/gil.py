@@ -13,6 +13,7 @@ stalls every other thread for its whole length. A large product (the second
 convolution's forward pass) is shown for comparison.
 """
 
+import argparse
 import sys
 import threading
 import time
@@ -67,7 +68,9 @@ def python_share(product, calls):
     return measure(lambda: [product() for _ in range(calls)]) / alone
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)  # no options: --help shows the docstring
     sys.setswitchinterval(1e-5)  # let the spinning thread in as soon as the GIL is free
     rng = np.random.default_rng(0)
     grad = rng.standard_normal((50 * 28 * 28, 16)).astype(np.float32)  # conv1 output gradient

@@ -21,6 +21,7 @@ skcnn's own two threads; PyTorch with torch.set_num_threads(2). The textbook bas
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -234,6 +235,10 @@ def main(argv=None):
     passthrough = ["--epochs", str(args.epochs), "--repeats", str(args.repeats), "--n-train",
                    str(args.n_train), "--textbook-n", str(args.textbook_n), "--data", args.data,
                    "--seed", str(args.seed)]  # fmt: skip
+    if args.torch and importlib.util.find_spec("torch") is None:
+        print("PyTorch is not installed: no PyTorch row (pip install torch==2.13.0 for the comparison)",
+              file=sys.stderr)  # fmt: skip
+        args.torch = False
     names = ["skcnn"] + (["torch"] if args.torch else []) + (["textbook"] if args.textbook else [])
     runs = {name: [] for name in names}
     for _ in range(args.rounds):

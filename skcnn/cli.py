@@ -2,73 +2,293 @@
 
     skcnn train                     # MNIST (falls back to digits offline)
     skcnn train --dataset fashion-mnist --epochs 10 --augment shift+flip
-    skcnn evaluate model.npz
+    skcnn train --idx DIR --n-train 6000 --out runs/today/model.npz
+    skcnn evaluate runs/today/model.npz
     skcnn predict model.npz my_digit.png
+
+A trained model is never lost. Flags are checked as they are parsed (the
+error names the flag), and every output path before any data is read
+(missing folders are created). Files are written under a temporary name and
+renamed into place; should saving still fail (a full disk, a folder removed
+meanwhile), the file goes to a fallback folder and the command says where.
+
+``skcnn train`` records in the parameter file where the data came from and
+what the classes are called, so ``evaluate`` and ``predict`` need no flags
+to use them (see :func:`load_model`).
 """
 
 import argparse
+import contextlib
+import math
+import os
 import sys
+import tempfile
 import time
+import zipfile
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from . import datasets
+from .augmentation import AUGMENTATIONS, Augmenter
+from .network import PRESETS
+from .optimizers import SOLVERS
+from .persistence import ParameterFileError, load_network
+from .trainer import LEARNING_RATES
 
-__all__ = ["main", "prepare_image"]
+__all__ = ["main", "prepare_image", "load_model", "class_names"]
 
-DATASETS = ("mnist", "fashion-mnist", "digits")
+#: Trained on when neither --dataset nor --idx is given (with the digits as offline fallback).
+DEFAULT_DATASET = "mnist"
+OFFLINE_FALLBACK = "digits"
 
 
-def _load(name, data_home, idx_dir, n_train, say, fallback=True):
-    """Returns (X_train, X_test, y_train, y_test, name actually used).
+# -- the model file -------------------------------------------------------------
 
-    With ``fallback``, an unreachable MNIST is replaced by the bundled digits."""
-    if idx_dir is not None:
-        return (*datasets.load_idx_dataset(idx_dir, shape="images"), f"IDX files in {idx_dir}")
+
+def load_model(path):
+    """The model in a parameter file, and the notes ``skcnn train`` kept in it.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    model : CNNClassifier
+    metadata : dict
+        What ``save_params(metadata=...)`` recorded; ``{}`` if nothing. For
+        ``skcnn train``: "dataset" (a name in ``skcnn.datasets.DATASETS``,
+        or None for IDX files of unknown origin), "idx" (absolute folder of
+        the IDX files, when trained on them), "data_home" (when given),
+        "n_train" (training images used) and "class_names" (one str per
+        ``model.classes_``, in that order).
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    skcnn.ParameterFileError (a ValueError)
+        The file is not an skcnn parameter file, or a corrupt one; the
+        message says which in plain words.
+    """
+    from . import CNNClassifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: " + ("is a folder" if path.is_dir() else "no such file"))
+    written_by = "(skcnn train and CNNClassifier.save_params write those)"
+    if not zipfile.is_zipfile(path):  # np.load would offer to unpickle it
+        raise ParameterFileError(f"{path} is not an skcnn parameter file {written_by}")
+    with np.load(path, allow_pickle=False) as archive:
+        ours = "__meta__" in archive.files
+    if not ours:
+        raise ParameterFileError(
+            f"{path} is not an skcnn parameter file: a .npz archive without skcnn's "
+            f"description of a network {written_by}"
+        )
+    model = CNNClassifier.from_params_file(path)
+    metadata = load_network(path).extra.get("metadata")
+    return model, metadata if isinstance(metadata, dict) else {}
+
+
+def class_names(model, metadata):
+    """What each of ``model.classes_`` stands for, in that order, as str.
+
+    The names recorded in the file (``metadata["class_names"]``), else
+    those of the recorded data set, else the labels themselves.
+    """
+    classes = model.classes_.tolist()
+    names = metadata.get("class_names")
+    if isinstance(names, list) and len(names) == len(classes):
+        return [str(name) for name in names]
+    entry = datasets.DATASETS.get(metadata.get("dataset"))
+    if entry is not None and all(isinstance(c, int) and 0 <= c < len(entry.class_names) for c in classes):
+        return [entry.class_names[c] for c in classes]
+    return [str(c) for c in classes]
+
+
+# -- output files -----------------------------------------------------------------
+
+
+def _check_output(parser, flag, path):
+    """Refuse an output path that cannot be written, before any work is done;
+    create its folder when missing."""
+    path = Path(path)
+    if path.is_dir():
+        parser.error(f"argument {flag}: {path} is a folder; give a file name in it")
+    folder = path.parent
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        parser.error(f"argument {flag}: cannot write {path}: {existing} is a file, not a folder")
     try:
-        if name == "mnist":
-            data = datasets.load_mnist(data_home, shape="images")
-        elif name == "fashion-mnist":
-            data = datasets.load_fashion_mnist(data_home, shape="images")
-        else:
-            data = datasets.load_digits_images()
-    except datasets.DatasetUnavailableError as exc:
-        if not fallback:
-            raise
-        say(f"{exc}\n==> No network and no cache: training on scikit-learn's bundled 8x8 digits "
-            "instead (1,797 images, always available offline).")  # fmt: skip
-        data, name = datasets.load_digits_images(), "digits"
-    X_train, X_test, y_train, y_test = data
-    if n_train is not None:
-        X_train, y_train = X_train[:n_train], y_train[:n_train]
-    return X_train, X_test, y_train, y_test, name
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{path.name}.{os.getpid()}.probe"
+        probe.open("xb").close()  # the only sure test that a file can be made there
+        probe.unlink()
+    except OSError as exc:
+        parser.error(f"argument {flag}: cannot write {path} ({exc.strerror or exc})")
+    return path
 
 
-def _dataset_for(path, model):
-    """The data set a parameter file was trained on, as ``skcnn train`` recorded it."""
-    from .persistence import load_network
+def _check_picture_format(parser, flag, path):
+    from matplotlib.backend_bases import FigureCanvasBase
 
-    recorded = load_network(path).extra.get("metadata", {}).get("dataset")
-    if recorded in DATASETS:
-        return recorded
-    return "digits" if model.input_shape_[1:] == (8, 8) else "mnist"
-
-
-def _save_figure(fig, path, say):
-    fig.savefig(path, dpi=100)
-    say(f"Saved {path}")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix[1:].lower()
+    if suffix and suffix not in formats:
+        parser.error(
+            f"argument {flag}: matplotlib cannot write .{suffix} pictures; "
+            f"use one of {', '.join('.' + f for f in sorted(formats))}"
+        )
 
 
-def cmd_train(args, say):
+def _write_file(path, write):
+    """``write(name)`` under a temporary name beside ``path``, then rename it to
+    ``path`` (atomic: a reader never sees half a file, an old file survives a
+    failed write)."""
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}.part{path.suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def _fallbacks(path):
+    name = f"{path.stem}-{datetime.now():%Y%m%d-%H%M%S}{path.suffix}"
+    for folder in (Path.cwd(), Path.home(), Path(tempfile.gettempdir())):
+        if not (folder / name).exists():
+            yield folder / name
+
+
+def _save(path, write, what, warn):
+    """Write ``what`` to ``path`` with ``write(name)``; when that fails, to a
+    fallback (the working folder, home, the temporary folder), saying where.
+
+    Returns the path written. Raises OSError only when every place failed.
+    """
+    try:
+        _write_file(path, write)
+        return path
+    except OSError as exc:
+        error = exc
+    for fallback in _fallbacks(path):
+        try:
+            _write_file(fallback, write)
+        except OSError:
+            continue
+        warn(f"could not write {what} to {path} ({error.strerror or error}); saved it to {fallback} instead")
+        return fallback
+    raise OSError(f"could not write {what} to {path} ({error}), nor to any fallback folder") from error
+
+
+def _save_figure(fig, path, what, warn):
+    fmt = path.suffix[1:].lower() or "png"
+    return _save(path, lambda name: fig.savefig(name, dpi=100, format=fmt), what, warn)
+
+
+# -- data ---------------------------------------------------------------------------
+
+
+class _Data(NamedTuple):
+    X_train: np.ndarray
+    X_test: np.ndarray
+    y_train: np.ndarray
+    y_test: np.ndarray
+    title: str  # for messages, e.g. "Fashion-MNIST (IDX files in /data/fashion)"
+    short: str  # for pictures, e.g. "Fashion-MNIST"
+    entry: object  # its datasets.Dataset, or None (IDX files of unknown origin)
+    source: dict  # recorded in the parameter file: how to load the same data again
+
+
+def _dataset_in(folder):
+    """The registered data set known to live in ``folder`` as IDX files, if any."""
+    for name, entry in datasets.DATASETS.items():
+        if entry.local_dir is not None and Path(entry.local_dir).resolve() == folder:
+            return name
+    return None
+
+
+def _load_data(name, idx, data_home, say, fallback):
+    """Images (N, 1, H, W) of the registered data set ``name`` (None: the
+    default, or the one known to live in ``idx``), or of the IDX files in
+    ``idx``. With ``fallback``, an unreachable data set is replaced by the
+    bundled digits (saying so)."""
+    source = {"data_home": str(data_home)} if data_home else {}
+    if idx is not None:
+        idx = Path(idx).resolve()
+        name = name or _dataset_in(idx)
+        data = datasets.load_idx_dataset(idx, shape="images")
+        entry = datasets.DATASETS.get(name)
+        title = f"{entry.title} (IDX files in {idx})" if entry else f"the IDX files in {idx}"
+        short = entry.title if entry else idx.name
+        source.update(dataset=name, idx=str(idx))
+    else:
+        name = name or DEFAULT_DATASET
+        entry = datasets.DATASETS[name]
+        try:
+            data = entry.load(data_home, "images")
+        except datasets.DatasetUnavailableError as exc:
+            if not fallback:
+                raise
+            name, entry = OFFLINE_FALLBACK, datasets.DATASETS[OFFLINE_FALLBACK]
+            say(f"{exc}\n==> No network and no cache: training on {entry.title} instead "
+                "(always available offline).")  # fmt: skip
+            data = entry.load(data_home, "images")
+        title = short = entry.title
+        source.update(dataset=name)
+    shape = data[0].shape[1:]
+    if entry is not None and shape != tuple(entry.image_shape):
+        raise ValueError(
+            f"{title} holds images of shape {shape}, but {entry.title}'s are "
+            f"{tuple(entry.image_shape)}: is it the right folder?"
+        )
+    return _Data(*data, title, short, entry, source)
+
+
+# -- the commands ---------------------------------------------------------------------
+
+
+def _describe_network(name):
+    """'conv 16-32, dense 100' for the preset ``name``, from its fields."""
+    preset = PRESETS[name]
+    convs = "-".join(str(f) for block in preset["conv_filters"] for f in np.atleast_1d(block))
+    parts = [f"conv {convs}", "dense " + "-".join(map(str, preset["hidden_layer_sizes"]))]
+    if preset["batch_norm"]:
+        parts.append("batch norm")
+    if preset["dropout"]:
+        parts.append(f"dropout {preset['dropout']}")
+    return ", ".join(parts)
+
+
+def _count(n, noun):
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def cmd_train(args, say, warn):
     from . import CNNClassifier
     from .plotting import plot_predictions
 
-    X_train, X_test, y_train, y_test, name = _load(
-        args.dataset, args.data_home, args.idx, args.n_train, say
-    )
-    epochs = args.epochs or (30 if name == "digits" else 5)
-    say(f"Training on {name}: {len(X_train)} training and {len(X_test)} test images of shape "
-        f"{X_train.shape[1:]}, {epochs} epochs")  # fmt: skip
+    data = _load_data(args.dataset, args.idx, args.data_home, say,
+                      fallback=args.dataset is None and args.idx is None)  # fmt: skip
+    X_train, y_train = data.X_train[: args.n_train], data.y_train[: args.n_train]
+    epochs = args.epochs or (data.entry.default_epochs if data.entry else 5)
+    used = _count(len(data.X_train), "training image")
+    if args.n_train is not None and args.n_train < len(data.X_train):
+        used = f"the first {args.n_train:,} of {used}"
+    elif args.n_train is not None:
+        used = f"all {used} (--n-train asked for {args.n_train:,})"
+    h, w = X_train.shape[2:]
+    network = f"{args.architecture} network ({_describe_network(args.architecture)})"
+    say(f"Training the {network} on {data.title}: {used} ({h}x{w}), "
+        f"{_count(len(data.X_test), 'test image')}; {_count(epochs, 'epoch')} of {args.solver} "
+        f"at {args.lr:g}, batches of {args.batch_size}. The model will go to {args.out}"
+        + (f", test predictions to {args.picture}." if args.picture else "."))  # fmt: skip
     clf = CNNClassifier(
         architecture=args.architecture,
         solver=args.solver,
@@ -79,45 +299,79 @@ def cmd_train(args, say):
         augment=args.augment,
         random_state=args.random_state,
         verbose=0 if args.quiet else 2,
-        n_iter_no_change=epochs,  # train the epochs asked for
+        # train the epochs asked for; "adaptive" lowers the rate after two epochs without progress
+        n_iter_no_change=1 if args.schedule == "adaptive" else epochs,
     )
     start = time.perf_counter()
     clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start
-    accuracy = clf.score(X_test, y_test)
-    say(f"Test accuracy on {name}: {accuracy:.4f} after {clf.n_iter_} epochs in {seconds:.1f} s")
-    clf.save_params(args.out, metadata={"dataset": name})
-    say(f"Saved parameters to {args.out} (load with CNNClassifier.from_params_file)")
+    accuracy = clf.score(data.X_test, data.y_test)
+    say(f"Test accuracy on {data.title}: {accuracy:.4f} after {_count(clf.n_iter_, 'epoch')} "
+        f"in {seconds:.1f} s")  # fmt: skip
+    names = class_names(clf, {"dataset": data.source.get("dataset")})
+    metadata = {**data.source, "n_train": len(X_train), "class_names": names}
+    out = _save(args.out, lambda name: clf.save_params(name, metadata=metadata), "the model", warn)
+    say(f"Saved the model to {out} (skcnn evaluate {out}; CNNClassifier.from_params_file)")
+    moved = out != args.out
     if args.picture:
         import matplotlib
 
         matplotlib.use("Agg")
-        fig = plot_predictions(clf, X_test, y_test, n=10)
-        fig.suptitle(f"{name}: test accuracy {accuracy:.2%}")
+        fig = plot_predictions(clf, data.X_test, data.y_test, n=10, class_names=names)
+        fig.suptitle(f"{data.short}: test accuracy {accuracy:.2%}")
         fig.tight_layout(rect=(0, 0, 1, 0.94))
-        _save_figure(fig, args.picture, say)
-    return 0
+        picture = _save_figure(fig, args.picture, "the picture", warn)
+        say(f"Saved 10 test predictions to {picture}")
+        moved = moved or picture != args.picture
+    return 1 if moved else 0
 
 
-def cmd_evaluate(args, say):
+def cmd_evaluate(args, say, warn):
     from sklearn.metrics import classification_report
 
-    from . import CNNClassifier
     from .plotting import plot_confusion_matrix
 
-    model = CNNClassifier.from_params_file(args.model)
-    name = args.dataset or _dataset_for(args.model, model)
-    _, X_test, _, y_test, name = _load(name, args.data_home, args.idx, None, say, fallback=False)
-    pred = model.predict(X_test)
-    say(f"Accuracy on the {name} test set: {np.mean(pred == y_test):.4f} ({len(y_test)} images)")
-    say(classification_report(y_test, pred, digits=4))
+    model, metadata = load_model(args.model)
+    name, idx, data_home = args.dataset, args.idx, args.data_home
+    if name is None and idx is None:  # the data the file records
+        idx = metadata.get("idx")
+        if idx is not None and not Path(idx).is_dir():
+            raise FileNotFoundError(
+                f"{args.model} was trained on the IDX files in {idx}, which is gone; "
+                "pass --idx DIR or --dataset NAME"
+            )
+        name = metadata.get("dataset")
+        if name not in datasets.DATASETS:
+            name = _dataset_in(Path(idx)) if idx else _dataset_shaped(model.input_shape_)
+        data_home = data_home or metadata.get("data_home")
+    data = _load_data(name, idx, data_home, say, fallback=False)
+    if data.X_test.shape[1:] != model.input_shape_:
+        raise ValueError(
+            f"{args.model} takes images of shape {model.input_shape_}, but {data.title} holds "
+            f"{data.X_test.shape[1:]}; choose the data with --dataset or --idx"
+        )
+    names = class_names(model, metadata)
+    pred = model.predict(data.X_test)
+    accuracy = float(np.mean(pred == data.y_test))
+    say(f"Test accuracy on {data.title}: {accuracy:.4f} ({_count(len(data.y_test), 'image')})")
+    say(classification_report(data.y_test, pred, labels=model.classes_, target_names=names,
+                              digits=4, zero_division=0))  # fmt: skip
     if args.picture:
         import matplotlib
 
         matplotlib.use("Agg")
-        ax = plot_confusion_matrix(model, X_test, y_test)
-        _save_figure(ax.figure, args.picture, say)
+        title = f"{Path(args.model).name}\n{accuracy:.2%} of {len(pred):,} {data.short} test images right"
+        ax = plot_confusion_matrix(model, data.X_test, data.y_test, class_names=names, title=title)
+        ax.figure.tight_layout()
+        picture = _save_figure(ax.figure, args.picture, "the confusion matrix", warn)
+        say(f"Saved the confusion matrix to {picture}")
+        return 0 if picture == args.picture else 1
     return 0
+
+
+def _dataset_shaped(input_shape):
+    """For files without a record: the first data set whose images fit the model."""
+    return next((n for n, e in datasets.DATASETS.items() if tuple(e.image_shape) == input_shape), None)
 
 
 def prepare_image(image, shape=(28, 28)):
@@ -179,72 +433,178 @@ def prepare_image(image, shape=(28, 28)):
     return np.clip(out, 0, 1)
 
 
-def cmd_predict(args, say):
-    from . import CNNClassifier
 
-    model = CNNClassifier.from_params_file(args.model)
+
+def cmd_predict(args, say, warn):
+    model, metadata = load_model(args.model)
+    names = class_names(model, metadata)
     c, h, w = model.input_shape_
     if c != 1:
         raise SystemExit("skcnn predict handles grayscale models (one input channel)")
     images = np.stack([prepare_image(p, (h, w)) for p in args.images])[:, None]
     proba = model.predict_proba(images)
     for path, p in zip(args.images, proba):
-        say(f"{path}: class {model.classes_[p.argmax()]} (probability {p.max():.3f})")
+        say(f"{path}: class {names[p.argmax()]} (probability {p.max():.3f})")
     return 0
 
 
+# -- flags ----------------------------------------------------------------------------
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32 - 1, got {value}")
+    return value
+
+
+def _augmentations(text):
+    try:
+        Augmenter(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected names from {', '.join(AUGMENTATIONS)} joined by '+' (e.g. shift+flip), "
+            f"got {text!r}"
+        ) from None
+    return text
+
+
 def build_parser():
+    """The argument parser of the ``skcnn`` command."""
     parser = argparse.ArgumentParser(
         prog="skcnn", description="A CNN image classifier in NumPy: train, evaluate, predict."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    names = list(datasets.DATASETS)
+    epochs = {}
+    for name, entry in datasets.DATASETS.items():
+        epochs.setdefault(entry.default_epochs, []).append(name)
+    default_epochs = "; ".join(f"{n} for {', '.join(which)}" for n, which in epochs.items())
 
-    def data_options(p):
-        p.add_argument("--data-home", help="scikit-learn data folder (OpenML cache)")
-        p.add_argument("--idx", metavar="DIR", help="folder with the four IDX files instead")
+    def data_options(p, home_default, idx_default):
+        p.add_argument("--data-home", metavar="DIR",
+                       help="scikit-learn's data folder, where OpenML downloads are cached "
+                       f"(default: {home_default})")  # fmt: skip
+        p.add_argument("--idx", metavar="DIR",
+                       help="read the data from the four IDX files in DIR (train-images-idx3-ubyte, "
+                       f"...) instead of downloading it (default: {idx_default})")  # fmt: skip
 
-    train = sub.add_parser("train", help="train a model and save its parameters")
-    train.add_argument("--dataset", choices=DATASETS, default="mnist")
-    data_options(train)
-    train.add_argument(
-        "--epochs", type=int, default=None,
-        help="default: 5 (the origin's run), 30 for the small digits set",
+    train = sub.add_parser(
+        "train", help="train a model and save its parameters",
+        description="Train a CNN and save its parameters (and a picture of test predictions).",
     )  # fmt: skip
-    train.add_argument("--solver", default="adam")
-    train.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
-    train.add_argument("--schedule", default="constant", help="constant, cosine or adaptive")
-    train.add_argument("--batch-size", type=int, default=100)
-    train.add_argument("--architecture", default="origin", help="origin or deep")
-    train.add_argument("--augment", default=None, help="e.g. shift, shift+flip+erase")
-    train.add_argument("--n-train", type=int, default=None, help="use only the first N images")
-    train.add_argument("--random-state", type=int, default=0)
-    train.add_argument("--out", default="model.npz", help="parameter file to write")
-    train.add_argument("--picture", default="predictions.png", help="predictions picture ('' for none)")
-    train.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    train.set_defaults(func=cmd_train)
+    train.add_argument("--dataset", choices=names, default=None,
+                       help=f"data set (default: {DEFAULT_DATASET}; {OFFLINE_FALLBACK} when that "
+                       "cannot be downloaded). With --idx: the data set the files hold, for its "
+                       "class names")  # fmt: skip
+    data_options(train, "~/scikit_learn_data", "none")
+    train.add_argument("--epochs", type=_positive_int, metavar="N",
+                       help=f"passes over the training images (default: {default_epochs})")
+    train.add_argument("--n-train", type=_positive_int, metavar="N",
+                       help="train on the first N training images only (default: all)")
+    train.add_argument("--architecture", choices=list(PRESETS), default="origin",
+                       help="network: " + "; ".join(f"{n} = {_describe_network(n)}" for n in PRESETS)
+                       + " (default: %(default)s)")  # fmt: skip
+    train.add_argument("--solver", choices=sorted(SOLVERS), default="adam",
+                       help="optimizer (default: %(default)s)")
+    train.add_argument("--lr", type=_positive_float, default=1e-3, metavar="RATE",
+                       help="initial learning rate (default: %(default)s)")
+    train.add_argument("--schedule", choices=LEARNING_RATES, default="constant",
+                       help="learning rate over time: constant; adaptive (divided by 5 after two "
+                       "epochs without progress, training stops when it would fall below 1e-6); "
+                       "cosine (decayed to 0 along a half cosine) (default: %(default)s)")  # fmt: skip
+    train.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",
+                       help="images per training step (default: %(default)s)")
+    train.add_argument("--augment", type=_augmentations, metavar="NAMES",
+                       help="random changes to training images: names from "
+                       f"{', '.join(AUGMENTATIONS)} joined by '+', e.g. shift+flip (default: none)")
+    train.add_argument("--random-state", type=_seed, default=0, metavar="SEED",
+                       help="seed of the initial weights and the shuffling (default: %(default)s)")
+    train.add_argument("--out", default="model.npz", metavar="FILE",
+                       help="parameter file to write; a missing folder is created "
+                       "(default: %(default)s)")  # fmt: skip
+    train.add_argument("--picture", default="predictions.png", metavar="FILE",
+                       help="picture of 10 test predictions to write, '' for none "
+                       "(default: %(default)s)")  # fmt: skip
+    train.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar and no line per epoch")
+    train.set_defaults(func=cmd_train, parser=train)
 
-    evaluate = sub.add_parser("evaluate", help="accuracy, per-class report, confusion matrix")
-    evaluate.add_argument("model")
-    evaluate.add_argument("--dataset", choices=DATASETS, default=None)
-    data_options(evaluate)
-    evaluate.add_argument("--picture", default="confusion_matrix.png")
-    evaluate.set_defaults(func=cmd_evaluate)
+    evaluate = sub.add_parser(
+        "evaluate", help="accuracy, per-class report, confusion matrix",
+        description="Score a parameter file on a test set: accuracy, a per-class report and "
+        "a picture of the confusion matrix.",
+    )  # fmt: skip
+    evaluate.add_argument("model", help="parameter file written by skcnn train")
+    evaluate.add_argument("--dataset", choices=names, default=None,
+                          help="data set (default: the one the model file records)")
+    data_options(evaluate, "as the model file records", "as the model file records")
+    evaluate.add_argument("--picture", default="confusion_matrix.png", metavar="FILE",
+                          help="confusion matrix picture to write, '' for none "
+                          "(default: %(default)s)")  # fmt: skip
+    evaluate.set_defaults(func=cmd_evaluate, parser=evaluate)
 
     predict = sub.add_parser("predict", help="classify pictures of digits (PNG, JPEG)")
-    predict.add_argument("model")
+    predict.add_argument("model", help="parameter file written by skcnn train")
     predict.add_argument("images", nargs="+")
-    predict.set_defaults(func=cmd_predict)
+    predict.set_defaults(func=cmd_predict, parser=predict)
     return parser
 
 
+def _check_outputs(args):
+    """Output flags as paths, each checked (and its folder made) before any work."""
+    for flag in ("--out", "--picture"):
+        dest = flag[2:]
+        if getattr(args, dest, None):
+            path = _check_output(args.parser, flag, getattr(args, dest))
+            if dest == "picture":
+                _check_picture_format(args.parser, flag, path)
+                if path.resolve() == Path(getattr(args, "out", "") or "").resolve():
+                    args.parser.error("argument --picture: the same file as --out")
+            setattr(args, dest, path)
+
+
 def main(argv=None):
+    """Run the ``skcnn`` command with ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the exit status: 0 done, 1 done but a file went to a fallback
+    place (it says where), 2 an error (bad files, unreachable data sets).
+    Bad flags exit at once through argparse (status 2), naming the flag.
+    """
     args = build_parser().parse_args(argv)
+    _check_outputs(args)
 
     def say(message):
         print(message, flush=True)
 
+    def warn(message):
+        print(f"skcnn {args.command}: warning: {message}", file=sys.stderr, flush=True)
+
     try:
-        return args.func(args, say)
+        return args.func(args, say, warn)
     except (ValueError, OSError) as exc:  # bad files, unreachable data sets
         print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -4,13 +4,18 @@ Every loader returns float32 images scaled to [0, 1] and int64 labels:
 ``X_train, X_test, y_train, y_test``, with X of shape ``(n, 784)`` (flat,
 the default, as scikit-learn passes data around) or ``(n, 1, 28, 28)``
 (``shape="images"``).
+
+:data:`DATASETS` names them: a loader, what each label means and the
+image geometry, one entry per data set (the ``skcnn`` command reads it).
 """
 
 import gzip
 import socket
 import urllib.error
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -22,6 +27,9 @@ __all__ = [
     "load_digits_images",
     "DatasetUnavailableError",
     "DEBIAN_FASHION_MNIST",
+    "Dataset",
+    "DATASETS",
+    "FASHION_MNIST_CLASSES",
 ]
 
 #: Where Debian's package dataset-fashion-mnist puts the IDX files.
@@ -224,3 +232,60 @@ def load_digits_images(shape="images", test_size=0.25, random_state=0):
         X, digits.target.astype(np.int64), test_size=test_size, random_state=random_state,
         stratify=digits.target,
     )  # fmt: skip
+
+
+#: What Fashion-MNIST's labels 0-9 stand for (Xiao, Rasul and Vollgraf, 2017).
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+_DIGITS = tuple(str(d) for d in range(10))
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One entry of :data:`DATASETS`.
+
+    Parameters
+    ----------
+    title : str
+        How messages name it, e.g. "Fashion-MNIST".
+    load : callable
+        ``load(data_home, shape)`` returns ``X_train, X_test, y_train, y_test``
+        as the loaders above do; may raise :class:`DatasetUnavailableError`.
+    class_names : tuple of str
+        ``class_names[label]`` is what the integer label stands for.
+    image_shape : tuple of int
+        ``(C, H, W)`` of one image.
+    default_epochs : int
+        Epochs ``skcnn train`` runs unless told otherwise.
+    local_dir : path or None
+        A folder known to hold the data set as IDX files (so that
+        ``skcnn train --idx`` on it knows the class names).
+    """
+
+    title: str
+    load: Callable
+    class_names: tuple
+    image_shape: tuple
+    default_epochs: int = 5
+    local_dir: Path = None
+
+
+def _load_digits(data_home, shape):
+    return load_digits_images(shape=shape)
+
+
+#: The data sets ``skcnn train --dataset NAME`` knows, by name. A new data set
+#: is one more entry.
+DATASETS = {
+    "mnist": Dataset("MNIST", load_mnist, _DIGITS, (1, 28, 28)),
+    "fashion-mnist": Dataset(
+        "Fashion-MNIST", load_fashion_mnist, FASHION_MNIST_CLASSES, (1, 28, 28),
+        local_dir=DEBIAN_FASHION_MNIST,
+    ),  # fmt: skip
+    "digits": Dataset(
+        "scikit-learn's 8x8 digits", _load_digits, _DIGITS, (1, 8, 8), default_epochs=30
+    ),
+}

@@ -19,7 +19,7 @@ def _images(X, input_shape):
     return X
 
 
-def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None):
+def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None, class_names=None):
     """A grid of images titled with the prediction (and the true label).
 
     Mistakes are titled in red. The origin project's prediction_results.png.
@@ -31,6 +31,9 @@ def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None):
     y : true labels, optional
     n, ncols : int
     fig : matplotlib Figure, optional
+    class_names : sequence of str, optional
+        Names of ``estimator.classes_``, in that order, to title the images
+        with (e.g. Fashion-MNIST's "T-shirt/top"); default: the labels.
 
     Returns
     -------
@@ -38,6 +41,7 @@ def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None):
     """
     import matplotlib.pyplot as plt
 
+    name = _namer(estimator, class_names)
     n = min(n, len(X))
     X = X[:n]
     proba = estimator.predict_proba(X)
@@ -51,13 +55,25 @@ def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None):
         ax.imshow(images[i], cmap="gray_r")
         ax.set_xticks([])
         ax.set_yticks([])
-        title = f"pred {pred[i]} ({proba[i].max():.0%})"
+        title = f"pred {name(pred[i])} ({proba[i].max():.0%})"
         wrong = y is not None and pred[i] != np.asarray(y)[i]
         if y is not None:
-            title = f"true {np.asarray(y)[i]}\n" + title
+            title = f"true {name(np.asarray(y)[i])}\n" + title
         ax.set_title(title, fontsize=9, color="red" if wrong else "black")
     fig.tight_layout()
     return fig
+
+
+def _namer(estimator, class_names):
+    """label -> its name in ``class_names`` (given in the order of ``classes_``)."""
+    if class_names is None:
+        return str
+    if len(class_names) != len(estimator.classes_):
+        raise ValueError(
+            f"class_names has {len(class_names)} names for {len(estimator.classes_)} classes"
+        )
+    names = dict(zip(estimator.classes_.tolist(), class_names))
+    return lambda label: names.get(np.asarray(label).item(), str(label))
 
 
 def plot_learning_curve(estimator, ax=None):
@@ -85,8 +101,20 @@ def plot_learning_curve(estimator, ax=None):
     return ax
 
 
-def plot_confusion_matrix(estimator, X, y, ax=None, normalize=None):
+def plot_confusion_matrix(estimator, X, y, ax=None, normalize=None, class_names=None, title=None):
     """Confusion matrix through scikit-learn's ConfusionMatrixDisplay.
+
+    Parameters
+    ----------
+    estimator : fitted CNNClassifier
+    X, y : test images and their true labels
+    ax : matplotlib Axes, optional
+    normalize : {"true", "pred", "all"} or None
+        As in ``sklearn.metrics.confusion_matrix``.
+    class_names : sequence of str, optional
+        Names of ``estimator.classes_``, in that order, for the axes.
+    title : str, optional
+        Default: "Confusion matrix" (and how it is normalised).
 
     Returns
     -------
@@ -97,7 +125,17 @@ def plot_confusion_matrix(estimator, X, y, ax=None, normalize=None):
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 6))
-    ConfusionMatrixDisplay.from_estimator(estimator, X, y, ax=ax, normalize=normalize, colorbar=False)
+    labels = None
+    if class_names is not None:
+        labels = [_namer(estimator, class_names)(c) for c in estimator.classes_]
+    long_names = labels is not None and max(map(len, labels)) > 3
+    ConfusionMatrixDisplay.from_estimator(
+        estimator, X, y, labels=estimator.classes_, display_labels=labels, ax=ax,
+        normalize=normalize, colorbar=False, xticks_rotation="vertical" if long_names else "horizontal",
+    )  # fmt: skip
+    if title is None:
+        title = "Confusion matrix" + (f" (normalised: {normalize})" if normalize else "")
+    ax.set_title(title)
     return ax
 
 

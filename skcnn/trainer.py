@@ -112,6 +112,37 @@ class _Packed:
         self.grads = [[np.empty_like(p) for p in self.params] for _ in range(n_replicas)]
 
 
+class _ProgressBar:
+    """An epoch's progress on stderr, redrawn in place and erased at the end
+    of the epoch, so that each epoch leaves one line (its summary). Drawn
+    only when stderr is a terminal: a log file gets no carriage returns."""
+
+    WIDTH = 30
+    INTERVAL = 0.2  # seconds between redraws
+
+    def __init__(self):
+        self.stream = sys.stderr
+        self.on = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_draw = time.perf_counter()
+        self._length = 0
+
+    def update(self, done, loss):
+        """Redraw (at most every INTERVAL seconds); ``done`` is a fraction in [0, 1]."""
+        if not self.on or time.perf_counter() - self._last_draw < self.INTERVAL:
+            return
+        self._last_draw = time.perf_counter()
+        text = f"  [{'#' * int(self.WIDTH * done):<{self.WIDTH}}] {100 * done:5.1f}%  loss {loss:.4f}"
+        self.stream.write("\r" + text.ljust(self._length))
+        self.stream.flush()
+        self._length = len(text)
+
+    def erase(self):
+        if self._length:
+            self.stream.write("\r" + " " * self._length + "\r")
+            self.stream.flush()
+            self._length = 0
+
+
 class Trainer:
     """Minibatch training of a :class:`~skcnn.network.Network`.
 
@@ -142,7 +173,8 @@ class Trainer:
         ``augment(x_batch, rng)`` returns a transformed copy of a training
         batch of images (N, C, H, W). Never used for prediction.
     verbose : int
-        1: a line per epoch; 2: also a progress bar on stderr.
+        1: a line per epoch; 2: also a progress bar on stderr (on a terminal
+        only, redrawn in place and erased before the epoch's line).
     """
 
     def __init__(
@@ -235,7 +267,7 @@ class Trainer:
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         starts = range(0, n, self.batch_size)
         total_loss = total_weight = 0.0
-        last_print = time.perf_counter()
+        bar = _ProgressBar() if self.verbose >= 2 else None
         for b, start in enumerate(starts):
             idx = order[start : start + self.batch_size]
             swb = None if sw is None else sw[idx]
@@ -249,17 +281,12 @@ class Trainer:
                 total_loss += loss * weight
                 total_weight += weight
             self.history.t += len(idx)
-            if self.verbose >= 2 and (time.perf_counter() - last_print > 0.2 or b == len(starts) - 1):
-                last_print = time.perf_counter()
-                done = (b + 1) / len(starts)
-                bar = "#" * int(30 * done)
-                mean = total_loss / max(total_weight, 1e-300)
-                sys.stderr.write(f"\r  [{bar:<30}] {100 * done:5.1f}%  loss {mean:.4f}")
-                sys.stderr.flush()
+            if bar is not None:
+                bar.update((b + 1) / len(starts), total_loss / max(total_weight, 1e-300))
             if interrupted["set"]:
                 break
-        if self.verbose >= 2:
-            sys.stderr.write("\n")
+        if bar is not None:
+            bar.erase()  # the epoch's line (or a warning) takes its place
         if not _all_finite(self.network.params()):
             raise _Diverged("the weights became non-finite")
         return total_loss / total_weight if total_weight else float("nan")

@@ -1,5 +1,9 @@
+import contextlib
+import io
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -71,48 +75,304 @@ def test_skcnn_predict_classifies_digits_drawn_into_png_files(font_model, tmp_pa
     assert all("probability" in line for line in lines)
 
 
-def test_skcnn_train_falls_back_to_digits_and_evaluate_reports(tmp_path, monkeypatch, capsys):
+def go_offline(monkeypatch):
     import urllib.error
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network in this test")
 
     monkeypatch.setattr("sklearn.datasets._openml.urlopen", offline)
+
+
+def test_skcnn_train_falls_back_to_digits_and_evaluate_reports(tmp_path, monkeypatch, capsys):
+    go_offline(monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--epochs", "3", "--data-home", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "training on scikit-learn's bundled 8x8 digits instead" in out
-    assert "Test accuracy on digits" in out
+    assert "training on scikit-learn's 8x8 digits instead" in out
+    assert "Test accuracy on scikit-learn's 8x8 digits" in out and "after 3 epochs" in out
     assert (tmp_path / "model.npz").stat().st_size > 0
     assert (tmp_path / "predictions.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["evaluate", "model.npz"]) == 0  # the file says it was trained on digits
     out = capsys.readouterr().out
-    assert "Accuracy on the digits test set" in out and "precision" in out
-    # asking for MNIST offline is an error, not a silent switch to another data set
-    assert main(["evaluate", "model.npz", "--dataset", "mnist", "--data-home", str(tmp_path)]) == 2
-    assert "Could not download mnist" in capsys.readouterr().err
+    assert "Test accuracy on scikit-learn's 8x8 digits" in out and "(450 images)" in out
+    assert "precision" in out
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    # asking for MNIST offline is an error, not a silent switch to another data set
+    for command in ("train", "evaluate model.npz"):
+        argv = [*command.split(), "--dataset", "mnist", "--data-home", str(tmp_path), "--picture", ""]
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert "Could not download mnist" in captured.err and "instead" not in captured.out
 
 
-def test_skcnn_train_on_idx_files_with_progress(tmp_path, capsys):
+@pytest.fixture
+def tiny_idx(tmp_path):
     from test_datasets import make_idx_folder
 
     (tmp_path / "idx").mkdir()
-    folder = make_idx_folder(tmp_path / "idx", n_train=30, n_test=10)
-    out_file = tmp_path / "m.npz"
-    code = main(["train", "--idx", str(folder), "--epochs", "1", "--out", str(out_file), "--picture", ""])
-    assert code == 0
-    captured = capsys.readouterr()
-    assert "Epoch 1: loss" in captured.out and "100.0%" in captured.err
+    return make_idx_folder(tmp_path / "idx", n_train=30, n_test=10)
+
+
+def test_skcnn_train_on_idx_files_says_what_it_does_and_where_files_went(tiny_idx, tmp_path, monkeypatch, capsys):
+    go_offline(monkeypatch)
+    out_file, picture = tmp_path / "runs" / "today" / "m.npz", tmp_path / "pictures" / "p.png"
+    argv = ["train", "--idx", str(tiny_idx), "--epochs", "2", "--out", str(out_file), "--picture", str(picture)]
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("Training the origin network (conv 16-32, dense 100) on the IDX files in ")
+    assert "30 training images (28x28), 10 test images; 2 epochs of adam" in lines[0]
+    assert lines[0].endswith(f"The model will go to {out_file}, test predictions to {picture}.")
+    assert [line.split(":")[0] for line in lines[1:3]] == ["Epoch 1", "Epoch 2"]  # one line each
+    assert "after 2 epochs" in lines[3]
+    assert lines[4].startswith(f"Saved the model to {out_file} ")
+    assert lines[5] == f"Saved 10 test predictions to {picture}"
+    assert err == ""  # no progress bar: stderr is not a terminal here
     assert CNNClassifier.from_params_file(out_file).input_shape_ == (1, 28, 28)
+    assert picture.read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in out_file.parent.iterdir()) == ["m.npz"]  # no temporary files left
+    assert main([*argv[:4], "1", "--out", str(out_file), "--picture", "", "-q"]) == 0
+    assert "after 1 epoch in" in capsys.readouterr().out
 
 
-def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
-    (tmp_path / "bad.npz").write_bytes(b"not a model")
-    assert main(["evaluate", str(tmp_path / "bad.npz")]) == 2
-    assert "error:" in capsys.readouterr().err
+def test_evaluate_scores_the_idx_files_the_model_file_records(tiny_idx, tmp_path, monkeypatch, capsys):
+    go_offline(monkeypatch)  # no trip to OpenML for MNIST
+    model = tmp_path / "m.npz"
+    assert main(["train", "--idx", str(tiny_idx), "--epochs", "1", "--out", str(model), "--picture", "", "-q"]) == 0
+    trained = capsys.readouterr().out.splitlines()[1]
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(model), "--picture", ""]) == 0
+    evaluated = capsys.readouterr().out.splitlines()[0]
+    assert evaluated.startswith(f"Test accuracy on the IDX files in {tiny_idx}: ")
+    assert evaluated.split(": ")[1].split()[0] == trained.split(": ")[1].split()[0]
+    assert evaluated.endswith("(10 images)")
+    (tiny_idx / "t10k-images-idx3-ubyte.gz").unlink()
+    assert main(["evaluate", str(model), "--picture", ""]) == 2
+    assert "lacks the test IDX files" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def fashion_model(tmp_path_factory):
+    """A model trained with --idx on Fashion-MNIST's files and --n-train 300,
+    the sizes fit saw, and what train printed."""
+    from skcnn.datasets import DEBIAN_FASHION_MNIST
+
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    model = tmp_path_factory.mktemp("fashion") / "model.npz"
+    seen, fit = [], CNNClassifier.fit
+
+    def spy(self, X, y, sample_weight=None):
+        seen.append(len(X))
+        return fit(self, X, y, sample_weight)
+
+    argv = ["train", "--idx", str(DEBIAN_FASHION_MNIST), "--n-train", "300", "--epochs", "1",
+            "--out", str(model), "--picture", "", "-q"]  # fmt: skip
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setattr(CNNClassifier, "fit", spy)
+        assert main(argv) == 0
+    return model, seen, out.getvalue()
+
+
+def test_n_train_is_honoured_with_idx(fashion_model):
+    _, seen, out = fashion_model
+    assert seen == [300]
+    assert "Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist): the first 300 of 60,000 training images" in out
+
+
+def test_evaluate_without_idx_scores_the_same_10000_test_images_with_class_names(
+    fashion_model, tmp_path, monkeypatch, capsys
+):
+    model, _, trained = fashion_model
+    go_offline(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(model)]) == 0
+    out = capsys.readouterr().out
+    accuracy = trained.split("Test accuracy on ")[1].split(": ")[1].split()[0]
+    assert f"Test accuracy on Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist): {accuracy} (10,000 images)" in out
+    report = [line.split() for line in out.splitlines()]
+    assert ["T-shirt/top"] == report[3][:1] and ["Ankle", "boot"] == report[12][:2]
+    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+
+
+def test_predict_prints_class_names(fashion_model, tmp_path, capsys):
+    from skcnn.datasets import FASHION_MNIST_CLASSES
+
+    model, _, _ = fashion_model
+    picture = render_digit(1, np.random.default_rng(0), path=tmp_path / "one.png")
+    assert main(["predict", str(model), str(picture)]) == 0
+    line = capsys.readouterr().out.strip()
+    name = line.split(": class ")[1].split(" (probability")[0]
+    assert name in FASHION_MNIST_CLASSES
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [("--epochs", "0"), ("--schedule", "foo"), ("--architecture", "huge"), ("--lr", "-1"),
+     ("--batch-size", "0"), ("--augment", "spin"), ("--n-train", "0"), ("--lr", "nan"),
+     ("--solver", "lbfgs"), ("--random-state", "-1"), ("--dataset", "cifar"), ("--epochs", "2.5")],
+)  # fmt: skip
+def test_nonsense_values_are_refused_at_once_naming_the_flag(flag, value, monkeypatch, capsys):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("data loaded before the flags were checked")
+
+    monkeypatch.setattr("skcnn.cli._load_data", no_loading)
+    with pytest.raises(SystemExit) as info:
+        main(["train", flag, value])
+    assert info.value.code == 2
+    assert f"skcnn train: error: argument {flag}: " in capsys.readouterr().err
+
+
+def test_help_lists_choices_and_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--architecture {origin,deep}", "(default: origin)", "--solver {adagrad,adam,momentum,nesterov,rmsprop,sgd}",
+                  "(default: adam)", "--schedule {constant,adaptive,cosine}", "(default: constant)",
+                  "names from shift, flip, erase joined by '+'", "initial learning rate (default: 0.001)",
+                  "(default: 5 for mnist, fashion-mnist; 30 for digits)", "(default: model.npz)"):  # fmt: skip
+        assert shown in text
+
+
+def test_output_paths_are_refused_or_created_before_any_data_is_read(tmp_path, monkeypatch, capsys):
+    loaded = []
+    monkeypatch.setattr("skcnn.cli._load_data", lambda *a, **k: loaded.append(1) or 1 / 0)
+    (tmp_path / "a_file").write_text("")
+    refused = {
+        "--out": [tmp_path / "a_file" / "model.npz", tmp_path / "a_file" / "deeper" / "model.npz", tmp_path],
+        "--picture": [tmp_path / "a_file" / "p.png", tmp_path / "p.xyz"],
+    }
+    for flag, paths in refused.items():
+        for path in paths:
+            with pytest.raises(SystemExit):
+                main(["train", flag, str(path)])
+            assert f"error: argument {flag}: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "m.npz", "--picture", str(tmp_path / "a_file" / "cm.png")])
+    assert "error: argument --picture: " in capsys.readouterr().err
+    assert loaded == []
+    # a missing folder is created before the data are read
+    with pytest.raises(ZeroDivisionError):
+        main(["train", "--out", str(tmp_path / "runs" / "today" / "m.npz"), "--picture", str(tmp_path / "pics" / "p.png")])
+    assert (tmp_path / "runs" / "today").is_dir() and (tmp_path / "pics").is_dir() and loaded == [1]
+    assert list((tmp_path / "runs" / "today").iterdir()) == []
+
+
+def test_a_model_that_cannot_be_saved_where_asked_goes_to_a_fallback(tiny_idx, tmp_path, monkeypatch, capsys):
+    """The disk fills up during training: the old file is kept whole, and
+    the new model goes to the working folder, with a warning saying where."""
+    import errno
+
+    out = tmp_path / "runs" / "m.npz"
+    out.parent.mkdir()
+    out.write_bytes(b"the previous model")
+    save = CNNClassifier.save_params
+
+    def full_disk(self, path, metadata=None):
+        if Path(path).parent == out.parent:
+            Path(path).write_bytes(b"half a mod")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(self, path, metadata)
+
+    monkeypatch.setattr(CNNClassifier, "save_params", full_disk)
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--idx", str(tiny_idx), "--epochs", "1", "--out", str(out), "--picture", "", "-q"])
+    assert code == 1
+    captured = capsys.readouterr()
+    warning = captured.err.strip()
+    assert warning.startswith(f"skcnn train: warning: could not write the model to {out} (No space left on device)")
+    fallback = Path(warning.split("saved it to ")[1].split(" instead")[0])
+    assert fallback.parent == tmp_path and fallback.name.startswith("m-") and fallback.suffix == ".npz"
+    assert f"Saved the model to {fallback}" in captured.out
+    assert CNNClassifier.from_params_file(fallback).input_shape_ == (1, 28, 28)
+    assert out.read_bytes() == b"the previous model" and os.listdir(out.parent) == ["m.npz"]
+
+
+def test_adaptive_schedule_acts_on_two_epochs_without_progress(tiny_idx, tmp_path, capsys):
+    # a rate far too small to lower the loss by tol, and too small to be divided by 5 again
+    argv = ["train", "--idx", str(tiny_idx), "--solver", "sgd", "--lr", "1e-8", "--epochs", "5",
+            "--out", str(tmp_path / "m.npz"), "--picture", ""]  # fmt: skip
+    assert main(argv) == 0
+    assert "after 5 epochs" in capsys.readouterr().out  # constant: the epochs asked for
+    assert main([*argv, "--schedule", "adaptive"]) == 0
+    out = capsys.readouterr().out
+    assert "Stopping." in out and "after 3 epochs" in out
+
+
+def test_a_new_dataset_is_one_registry_entry(tmp_path, monkeypatch, capsys):
+    from skcnn import datasets
+
+    def load_toy(data_home, shape):
+        rng = np.random.default_rng(0)
+        y = np.arange(40) % 2
+        X = rng.random((40, 1, 12, 12), dtype=np.float32) * 0.2
+        X[y == 1, :, 3:9, 3:9] += 0.8  # a bright square: "dog"
+        return X[:30], X[30:], y[:30], y[30:]
+
+    toy = datasets.Dataset("Toy", load_toy, ("cat", "dog"), (1, 12, 12), default_epochs=4)
+    monkeypatch.setitem(datasets.DATASETS, "toy", toy)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "toy", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "on Toy: 30 training images (12x12), 10 test images; 4 epochs" in out
+    assert main(["evaluate", "model.npz"]) == 0
+    report = capsys.readouterr().out
+    assert "Test accuracy on Toy" in report and " cat " in report and " dog " in report
+
+
+def test_files_that_are_not_models_are_named_plainly(tmp_path, capsys):
+    np.savez(tmp_path / "notes.npz", a=np.array([{"x": 1}], dtype=object))
+    (tmp_path / "text.npz").write_text("not a model")
+    for name in ("notes.npz", "text.npz"):
+        for command in (["predict", str(tmp_path / name), "x.png"], ["evaluate", str(tmp_path / name)]):
+            assert main(command) == 2
+            err = capsys.readouterr().err
+            assert f"{tmp_path / name} is not an skcnn parameter file" in err
+            assert "pickle" not in err and "Traceback" not in err
+    assert main(["predict", str(tmp_path / "gone.npz"), "x.png"]) == 2
+    assert f"{tmp_path / 'gone.npz'}: no such file" in capsys.readouterr().err
 
 
 def test_python_dash_m_skcnn_works():
     out = subprocess.run([sys.executable, "-m", "skcnn", "--help"], capture_output=True, text=True, check=True)
     assert "train" in out.stdout and "predict" in out.stdout
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def as_displayed(text):
+    """The lines a terminal shows for ``text``: a carriage return moves back
+    to the start of the line and later characters overwrite earlier ones."""
+    lines = []
+    for raw in text.split("\n"):
+        shown = []
+        for segment in raw.split("\r"):
+            shown[: len(segment)] = segment
+        lines.append("".join(shown).rstrip())
+    return lines
+
+
+def test_progress_bar_redrawn_in_place_on_a_terminal_and_absent_otherwise(monkeypatch, capsys):
+    from sklearn.datasets import load_digits
+
+    from skcnn.trainer import _ProgressBar
+
+    X, y = load_digits(return_X_y=True)
+    monkeypatch.setattr(_ProgressBar, "INTERVAL", 0.0)  # draw after every batch
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    CNNClassifier(max_iter=3, batch_size=200, verbose=2, random_state=0).fit(X[:1000], y[:1000])
+    drawn = terminal.getvalue()
+    assert drawn.count("\r") >= 3 * 5 and "100.0%" in drawn  # five batches per epoch
+    assert "\n" not in drawn and as_displayed(drawn) == [""]  # erased: nothing is left behind
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all(line.startswith(f"Epoch {i}: loss") for i, line in enumerate(out, 1))
+    monkeypatch.undo()
+    CNNClassifier(max_iter=1, verbose=2, random_state=0).fit(X[:300], y[:300])
+    out, err = capsys.readouterr()
+    assert err == "" and out.startswith("Epoch 1: loss")  # stderr is not a terminal

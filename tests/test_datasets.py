@@ -153,3 +153,23 @@ def test_load_digits_images():
     assert X_train.shape[1:] == (1, 8, 8) and X_train.dtype == np.float32
     assert X_train.max() <= 1 and len(X_train) + len(X_test) == 1797
     assert datasets.load_digits_images(shape="flat")[0].shape[1] == 64
+
+
+def test_registry_entries_name_their_classes_and_geometry():
+    for name, entry in datasets.DATASETS.items():
+        assert len(entry.class_names) == 10 and len(set(entry.class_names)) == 10, name
+        assert all(isinstance(c, str) and c for c in entry.class_names), name
+        assert len(entry.image_shape) == 3 and entry.default_epochs >= 1, name
+    fashion = datasets.DATASETS["fashion-mnist"].class_names
+    assert fashion[0] == "T-shirt/top" and fashion[9] == "Ankle boot"
+    assert datasets.DATASETS["mnist"].class_names[7] == "7"
+
+
+def test_registry_loaders_return_images_of_the_recorded_geometry(tmp_path):
+    digits = datasets.DATASETS["digits"]
+    X_train, X_test, y_train, _ = digits.load(None, "images")
+    assert X_train.shape[1:] == X_test.shape[1:] == digits.image_shape
+    assert set(np.unique(y_train)) == set(range(len(digits.class_names)))
+    pixels, _ = build_openml_cache(tmp_path, datasets.OPENML_IDS["mnist"], n_rows=14)
+    mnist = datasets.DATASETS["mnist"]
+    assert mnist.load(tmp_path, "images")[0].shape[1:] == mnist.image_shape

@@ -56,3 +56,18 @@ def test_plot_confusion_matrix_and_filters(model_and_data, tmp_path):
     fig = plot_filters(clf)
     assert len(fig.axes) == 16
     saved_png(fig, tmp_path / "filters.png")
+
+
+def test_plots_name_the_classes_and_title_the_confusion_matrix(model_and_data, tmp_path):
+    clf, X, y = model_and_data
+    names = [f"class {c}" for c in clf.classes_]
+    ax = plot_confusion_matrix(clf, X, y, class_names=names)
+    assert ax.get_title() == "Confusion matrix"
+    assert [t.get_text() for t in ax.get_xticklabels()] == names
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+    ax = plot_confusion_matrix(clf, X, y, title="digits: 95% right")
+    assert ax.get_title() == "digits: 95% right"
+    fig = plot_predictions(clf, X[:3], y[:3], n=3, class_names=names)
+    assert fig.axes[0].get_title().startswith(f"true class {y[0]}\npred class ")
+    with pytest.raises(ValueError, match="2 names for 10 classes"):
+        plot_predictions(clf, X[:3], class_names=["a", "b"])

@@ -9,15 +9,17 @@ import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
-# the examples that need nothing beyond the package (the Dask one needs a cluster)
+# the examples that need nothing beyond the package, and the Dask one
 LOCAL = [block for block in BLOCKS if "dask" not in block]
+DASK = [block for block in BLOCKS if "dask" in block]
 
 
 def test_the_readme_has_the_examples_this_file_runs():
-    assert len(LOCAL) == 3
+    assert len(LOCAL) == 3 and len(DASK) == 1 and len(BLOCKS) == 4
     assert "CNNClassifier(random_state=0).fit" in LOCAL[0]
     assert "Residual(" in LOCAL[1]
     assert "memorise" in LOCAL[2]
+    assert "GridSearchCV" in DASK[0] and 'if __name__ == "__main__":' in DASK[0]
 
 
 @pytest.mark.parametrize("block", LOCAL, ids=["estimator", "layers", "engine"])
@@ -29,3 +31,24 @@ def test_readme_example_prints_the_figures_its_comments_claim(block):
         exec(compile(block, "README.md", "exec"), {})
     printed = [float(line) for line in out.getvalue().split()]
     assert printed == pytest.approx(claimed, rel=0.05)
+
+
+def test_readme_dask_example_runs_as_a_script(monkeypatch):
+    """As written, on the first 150 digits: run as a script it searches on a
+    two-process LocalCluster and prints the best setting; imported by a
+    worker process (any other __name__) it starts nothing."""
+    pytest.importorskip("dask.distributed")
+    import sklearn.datasets
+
+    load_digits = sklearn.datasets.load_digits
+    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda **kw: tuple(a[:150] for a in load_digits(**kw)))
+    code = compile(DASK[0], "README.md", "exec")
+    as_worker = {"__name__": "__mp_main__"}
+    exec(code, as_worker)
+    assert "search" not in as_worker and "X" not in as_worker
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {"__name__": "__main__"})
+    printed = eval(out.getvalue().strip().splitlines()[-1])  # a dict, as the comment shows
+    claimed = eval(re.search(r"print\(search.best_params_\)\s+#\s*(.*)", DASK[0]).group(1))
+    assert printed.keys() == claimed.keys() and printed["learning_rate_init"] in (3e-4, 1e-3, 3e-3)

@@ -1,0 +1,49 @@
+"""The benchmark scripts' command lines (their figures are printed, never asserted)."""
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy"])
+def test_help_describes_the_script_and_runs_nothing(name, capsys):
+    module = load(name)
+    with pytest.raises(SystemExit) as info:
+        module.main(["--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and f"benchmarks/{name}.py" in out
+
+
+def test_speed_without_pytorch_says_so_in_one_line(monkeypatch, capsys):
+    speed = load("speed")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "torch" else find_spec(n, *a))
+    launched = []
+
+    def run(cmd, **kwargs):  # the skcnn worker, without training anything
+        launched.append(cmd[cmd.index("--worker") + 1])
+        result = {"framework": "skcnn", "data": "synthetic", "train_images_per_s": 1, "infer_images_per_s": 1,
+                  "epoch_seconds_median": 1.0, "peak_rss_mib": 1, "test_accuracy": 0.1, "layers": []}  # fmt: skip
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(result), "")
+
+    monkeypatch.setattr(speed.subprocess, "run", run)
+    speed.main(["--torch", "--rounds", "1"])
+    err = capsys.readouterr().err.splitlines()
+    assert launched == ["skcnn"]
+    assert [line for line in err if "PyTorch" in line] == [
+        "PyTorch is not installed: no PyTorch row (pip install torch==2.13.0 for the comparison)"
+    ]
+    assert not any("Traceback" in line for line in err)
