@@ -470,7 +470,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 beta_1=self.beta_1,
                 beta_2=self.beta_2,
                 epsilon=self.epsilon,
-                weight_decay=self.alpha,
+                alpha=self.alpha,
                 decoupled_weight_decay=self.weight_decay,
             )
         # "adaptive" lowers the rate as training stalls: partial_fit goes on
