@@ -7,17 +7,18 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .augmentation import Augmenter
 from .functions import log_softmax, softmax
 from ._version import __version__
-from .layers import Dense, Layer, layer_from_config
+from .layers import BatchNorm, Dense, Layer, layer_from_config
 from .network import PRESETS, Network, preset_layers
 from .optimizers import SOLVERS, make_optimizer
 from .persistence import ParameterFileError, load_network, save_network
-from .trainer import LEARNING_RATES, History, Trainer
+from .trainer import LEARNING_RATES, History, Trainer, warn_user
 
 __all__ = ["CNNClassifier"]
 
@@ -60,6 +61,21 @@ def _positive_ints(value):
     return isinstance(value, tuple) and all(_is_int(v) and v > 0 for v in value)
 
 
+def _layer_sizes(value):
+    """MLPClassifier's hidden_layer_sizes: an int (one layer) or an array-like of ints."""
+    if _is_int(value):
+        return value > 0
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    return isinstance(value, (tuple, list)) and all(_is_int(v) and v > 0 for v in value)
+
+
+def _class_weight(value):
+    if value is None or (isinstance(value, str) and value == "balanced"):
+        return True
+    return isinstance(value, dict) and all(_is_real(w) and np.isfinite(w) and w >= 0 for w in value.values())
+
+
 def _finite(low, high=np.inf, *, closed=(True, True)):
     """A check that a real number lies in [low, high] (or the open ends)."""
 
@@ -88,8 +104,8 @@ _CONSTRAINTS = {
     ),
     "kernel_size": (lambda v: v is None or (_is_int(v) and v > 0 and v % 2 == 1), "None or an odd positive int"),
     "hidden_layer_sizes": (
-        lambda v: v is None or (isinstance(v, (tuple, list)) and all(_is_int(u) and u > 0 for u in v)),
-        "None or a tuple of positive ints, e.g. (100,)",
+        lambda v: v is None or _layer_sizes(v),
+        "None, a positive int or a tuple of positive ints, e.g. 100 or (100, 50)",
     ),
     "batch_norm": (lambda v: v is None or _is_bool(v), "None, True or False"),
     "dropout": (lambda v: v is None or _finite(0, 1, closed=(True, False))(v), "None or a float in [0, 1)"),
@@ -110,7 +126,7 @@ _CONSTRAINTS = {
     "learning_rate": (lambda v: isinstance(v, str) and v in LEARNING_RATES, f"one of {list(LEARNING_RATES)}"),
     "max_iter": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
     "n_iter_no_change": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "verbose": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "verbose": (lambda v: _is_bool(v) or (_is_int(v) and v >= 0), "False, True or an int >= 0"),
     "shuffle": (_is_bool, "True or False"),
     "warm_start": (_is_bool, "True or False"),
     "early_stopping": (_is_bool, "True or False"),
@@ -118,6 +134,10 @@ _CONSTRAINTS = {
     "validation_fraction": (_finite(0, 1, closed=(False, False)), "a float in (0, 1)"),
     "beta_1": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
     "beta_2": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
+    "class_weight": (
+        _class_weight,
+        "None, 'balanced' or a dict {class label: weight >= 0}",
+    ),
 }
 
 
@@ -128,7 +148,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     MaxPool 2x2 - Conv(32, 3x3) - ReLU - MaxPool 2x2 - Dense(100) - ReLU -
     Dense(n_classes) with softmax cross-entropy, He initialisation, Adam.
     Parameters shared with :class:`~sklearn.neural_network.MLPClassifier`
-    have its names and meanings, so one can replace the other.
+    have its names and meanings, so one can replace the other; where a
+    parameter differs, its entry below says how and why ("MLP:").
 
     Parameters
     ----------
@@ -152,11 +173,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``(16, 32)`` or ``((32, 32), (64, 64))``. None: the preset's.
     kernel_size : int or None, default=None
         Odd size of every convolution kernel ("same" padding). None: 3.
-    hidden_layer_sizes : tuple of int or None, default=None
-        Dense layers between the conv blocks and the output. None: the
-        preset's ((100,) for "origin").
+    hidden_layer_sizes : int, array-like of int, or None, default=None
+        Units of each hidden dense layer (ReLU), as in MLPClassifier: an int
+        is one layer. None: the preset's ((100,) for "origin", MLP's
+        default). MLP: these are all its layers; here they follow the conv
+        blocks.
     batch_norm : bool or None, default=None
-        Batch normalisation after every convolution and hidden dense layer.
+        Batch normalisation after every convolution and hidden dense layer
+        (Ioffe & Szegedy, 2015). It needs batches of 2 samples or more
+        (batch_size=1 is refused before training).
     dropout : float or None, default=None
         Dropout rate after each hidden dense layer, in [0, 1).
     input_shape : tuple or None, default=None
@@ -165,56 +190,103 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         shape; a 2-D ``X`` with a perfect-square number of features is one
         square channel; any other is a 1 x n_features strip.
     solver : {"adam", "sgd", "momentum", "nesterov", "adagrad", "rmsprop"}, default="adam"
+        The update rule. "adam" is MLP's (Kingma & Ba, 2015). MLP: its "sgd"
+        uses ``momentum`` with Nesterov's form (nesterovs_momentum=True),
+        which is "nesterov" here; "sgd" here is plain SGD, and "momentum" is
+        heavy-ball momentum. "lbfgs" (full-batch) is not offered: a CNN's
+        data rarely fits one batch.
     alpha : float, default=0.0
-        L2 penalty: ``0.5 * alpha * ||W||^2`` is added to the loss for every
-        weight matrix and kernel (not biases).
+        Strength of the L2 penalty, as in MLPClassifier: each batch's loss is
+        its (sample-weighted) mean plus ``0.5 * alpha * ||W||^2 / n``, ``n``
+        the batch's samples (its total sample weight, when weighted), for
+        every weight matrix and kernel (not biases, batch-norm scales and
+        shifts); one SGD step shrinks a weight by ``lr * alpha * W / n``.
+        ``loss_curve_`` includes the penalty. MLP: default 1e-4; here 0, the
+        origin network's, which had no penalty.
     weight_decay : float, default=0.0
-        Decoupled weight decay (AdamW): after each step, weights shrink by
-        ``learning_rate * weight_decay`` of themselves.
+        Decoupled weight decay (AdamW, Loshchilov & Hutter, 2019): after each
+        step, weights shrink by ``learning_rate * weight_decay`` of
+        themselves, whatever the batch.
     batch_size : int or "auto", default="auto"
-        Samples per step. "auto" is ``min(100, n_samples)``: the origin's
+        Samples per step, as in MLPClassifier; larger values are clipped to
+        the training samples with a warning, as there. MLP: "auto" is
+        ``min(200, n_samples)``; here ``min(100, n_samples)``, the origin's
         batches of 100 on real data, and one full batch on tiny data sets,
         where full-batch steps make sample weights behave exactly like
-        repeated samples. Larger values are clipped to n_samples.
+        repeated samples. Each batch is cut into two micro-batches that run
+        on two cores, unless it has fewer than 32 samples
+        (:func:`skcnn.parallel.micro_batches`).
     learning_rate : {"constant", "adaptive", "cosine"}, default="constant"
-        Schedule: "adaptive" divides the rate by 5 when the stopping rule
-        fires (stopping once it is below 1e-6), "cosine" decays it to 0 over
-        ``max_iter`` epochs.
+        Schedule. "constant" and "adaptive" are MLP's: "adaptive" divides the
+        rate by 5 each time the stopping rule fires (``tol``,
+        ``n_iter_no_change``), and stops once the rate is at most 1e-6.
+        "cosine" decays it along a half cosine to 0 over ``max_iter`` epochs
+        (Loshchilov & Hutter, 2017). MLP: its schedules act on "sgd" only;
+        here on every solver. Its "invscaling" is not offered.
     learning_rate_init : float, default=0.001
+        The initial step size, as in MLPClassifier. A rate at which training
+        diverges is caught (see Warns in :meth:`fit`).
     max_iter : int, default=30
-        Most epochs (passes over the data) per ``fit``; training stops
-        earlier once the loss stops improving (``tol``, ``n_iter_no_change``).
-        30 is what small data sets such as ``load_digits`` need with batches
-        of 100 at Adam's 1e-3; on 60,000 MNIST images fewer epochs suffice
-        (pass ``max_iter=5`` to 10 there to save time).
+        Most epochs (passes over the data) per ``fit``, as in MLPClassifier;
+        training stops earlier once the stopping rule fires (``tol``,
+        ``n_iter_no_change``), and a ``ConvergenceWarning`` says when
+        ``max_iter`` ended it first. MLP: default 200; here 30, which small
+        data sets such as ``load_digits`` need with batches of 100 at Adam's
+        1e-3; on 60,000 MNIST images 5 to 10 suffice.
     shuffle : bool, default=True
-        Reshuffle samples every epoch.
+        Reshuffle the samples every epoch, as in MLPClassifier.
     random_state : int, RandomState instance or None, default=None
-        Seeds weights, shuffling, dropout, augmentation and the validation
-        split. An int gives bit-identical fits.
+        Seeds weights, shuffling, the validation split (as in
+        MLPClassifier), dropout and augmentation. An int gives bit-identical
+        fits.
     tol : float, default=1e-4
-    verbose : int, default=0
-        1: one line per epoch (loss, validation score, seconds); 2: also a
-        progress bar within each epoch.
+        The stopping rule's tolerance, as in MLPClassifier: training stops
+        when the training loss (with early stopping: the validation
+        accuracy) has not improved by ``tol`` for more than
+        ``n_iter_no_change`` consecutive epochs.
+    verbose : bool or int, default=False
+        Progress on stdout, as in MLPClassifier: False or 0, none; True or 1,
+        a line per epoch (loss, validation score, seconds); 2, also a
+        progress bar within each epoch (on stderr).
     warm_start : bool, default=False
-        Continue from the current weights and optimizer state on ``fit``.
+        Continue from the current weights on ``fit``, as in MLPClassifier,
+        with any new hyperparameters (set_params). MLP: it restarts its
+        optimizer; here the optimizer's state (Adam's moments, say) is kept
+        too, so a warm-started fit goes on as one longer fit would.
     momentum : float, default=0.9
-        For "momentum" and "nesterov".
+        Momentum of "momentum" and "nesterov". MLP: of its "sgd" (see
+        ``solver``).
     early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the data (stratified), stop when
-        its accuracy stops improving, and restore the best epoch's weights.
+        As in MLPClassifier: hold out ``validation_fraction`` of the data
+        (stratified), stop when its accuracy has not improved by ``tol`` for
+        more than ``n_iter_no_change`` epochs, and keep the best epoch's
+        weights. Not for ``partial_fit``, which refuses it, as MLP's does.
     validation_fraction : float, default=0.1
+        Share of the data held out for ``early_stopping``, as in MLPClassifier.
     beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
-        Adam's parameters (epsilon also for "adagrad" and "rmsprop").
+        Adam's parameters, as in MLPClassifier (epsilon also serves
+        "adagrad" and "rmsprop").
     n_iter_no_change : int, default=10
-        Epochs without an improvement of ``tol`` before stopping.
+        Epochs without an improvement of ``tol`` before stopping, as in
+        MLPClassifier.
     augment : str or None, default=None
         Random training-time augmentation: "shift" (up to 2 pixels), "flip"
         (left-right), "erase" (a blanked square), joined with "+".
+    class_weight : dict, "balanced" or None, default=None
+        Weights of the classes, as in scikit-learn's LogisticRegression or
+        SVC (MLPClassifier has none): each sample's weight is its
+        ``sample_weight`` times its class's weight, in training, in the
+        input scaling and in early stopping's validation score. A dict maps
+        class labels to weights (1 for the classes it leaves out);
+        "balanced" gives ``n_samples / (n_classes * np.bincount(y))``, from
+        the ``y`` of ``fit`` or of the first ``partial_fit`` call, whose
+        weights later calls keep (every class must occur in it).
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
+    class_weight_ : ndarray of shape (n_classes,)
+        Weight of each class (ones without ``class_weight``), as SVC's.
     n_features_in_ : int
         Pixels per sample (C * H * W).
     feature_names_in_ : ndarray of str
@@ -229,15 +301,22 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         below read it.
     n_iter_ : int
         Epochs trained, summed over warm starts and ``partial_fit`` calls.
+        MLP: the epochs of the last call only; the sum here matches
+        ``loss_curve_``, which both keep growing.
     t_ : int
-        Training samples seen.
+        Training samples seen, as in MLPClassifier.
+    loss_ : float or None
+        The last epoch's training loss, as in MLPClassifier.
     loss_curve_ : list of float
-        Mean training loss of each epoch.
+        Mean training loss of each epoch, the L2 penalty included, as in
+        MLPClassifier.
     best_loss_ : float or None
-        Lowest training loss (None with early stopping).
+        Lowest training loss (None with early stopping), as in MLPClassifier.
     validation_scores_ : list of float or None
-        Validation accuracy per epoch (with early stopping).
+        Validation accuracy per epoch (with early stopping), as in
+        MLPClassifier.
     best_validation_score_ : float or None
+        Best validation accuracy (with early stopping), as in MLPClassifier.
 
     Notes
     -----
@@ -291,6 +370,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         augment=None,
+        class_weight=None,
     ):
         self.architecture = architecture
         self.layers = layers
@@ -320,6 +400,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.augment = augment
+        self.class_weight = class_weight
 
     # -- parameters --------------------------------------------------------------
 
@@ -348,8 +429,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             fields = dict(PRESETS[self.architecture])
             for name in fields:
                 value = getattr(self, name)
+                if value is not None and name == "hidden_layer_sizes":
+                    value = (value,) if _is_int(value) else tuple(value)  # MLP accepts an int
                 if value is not None:
-                    fields[name] = tuple(value) if name == "hidden_layer_sizes" else value
+                    fields[name] = value
             stack = preset_layers(**fields)
         return stack + [Dense(n_classes)]
 
@@ -447,11 +530,35 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         y : array-like of shape (n_samples,)
             Any labels: ints, strings, +-1; two or more classes.
         sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights; the loss is their weighted mean.
+            Non-negative weights; the loss is their weighted mean. Multiplied
+            by the class weights (``class_weight``).
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            For invalid data, sample weights or hyperparameters (named with
+            their allowed values), and for batch norm with batches of one
+            sample. The estimator is left exactly as it was.
+
+        Warns
+        -----
+        ConvergenceWarning
+            ``max_iter`` epochs ran out before the stopping rule fired, as in
+            MLPClassifier.
+        DivergenceWarning
+            The loss or the weights became non-finite, or an epoch's mean
+            loss exceeded ``DIVERGENCE_FACTOR`` (10) times that of a uniform
+            guess, ``log(n_classes)`` (a learning rate far too large): the
+            weights and optimizer state from the start of that epoch are kept
+            and training stops. Lower ``learning_rate_init``.
+        TrainingInterruptedWarning
+            Ctrl-C stopped training after the current batch.
+
+        Every warning points at the line that called ``fit``.
         """
         with _unchanged_on_error(self):
             self._fit(X, y, sample_weight, incremental=False)
@@ -466,6 +573,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         classes : array-like of shape (n_classes,)
             All classes that will ever occur; required on the first call,
             optional later (and then it must equal ``classes_``).
+            ``class_weight="balanced"`` takes its weights from the first
+            call's ``y``, which must hold every class.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`, and with ``early_stopping=True`` (as MLPClassifier).
 
         Returns
         -------
@@ -477,11 +591,19 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight, *, incremental, classes=None):
         self._check_params()
+        if incremental and self.early_stopping:
+            raise ValueError(
+                "partial_fit does not support early_stopping=True: it trains one epoch on "
+                "the data it is given and holds none out. Set early_stopping=False."
+            )
         fresh = not hasattr(self, "network_") or not (incremental or self.warm_start)
         X, y = self._validate_input(X, y, reset=fresh)
         check_classification_targets(y)
         sw = self._check_sample_weight(sample_weight, len(y))
         y_idx = self._encode_labels(y, sw, fresh, incremental, classes)
+        if fresh or not incremental or not hasattr(self, "class_weight_"):
+            self.class_weight_ = self._class_weights(y)
+        sw = self._weigh_classes(sw, y_idx)
 
         if fresh:
             self._rng = self._new_rng()
@@ -489,43 +611,103 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.network_ = Network.from_layers(layers, self.input_shape_, self._rng, X.dtype)
             self._set_input_scaling(X, sw)
             self.history_ = History()
-        if fresh or not hasattr(self, "_optimizer"):  # also after load_params
-            if not hasattr(self, "_rng"):
-                self._rng = self._new_rng()
-            self._optimizer = make_optimizer(
-                self.solver,
-                self.learning_rate_init,
-                momentum=self.momentum,
-                beta_1=self.beta_1,
-                beta_2=self.beta_2,
-                epsilon=self.epsilon,
-                weight_decay=self.alpha,
-                decoupled_weight_decay=self.weight_decay,
-            )
+        if not hasattr(self, "_rng"):  # after load_params
+            self._rng = self._new_rng()
+        self._set_optimizer(fresh)
         # "adaptive" lowers the rate as training stalls: partial_fit goes on
         # from the lowered rate, every other call starts from learning_rate_init.
         if self.learning_rate != "adaptive" or not incremental:
             self._optimizer.lr = self.learning_rate_init
-        early = self.early_stopping and not incremental
-        batch = AUTO_BATCH if self.batch_size == "auto" else self.batch_size
+        validation = None
+        if self.early_stopping:
+            X, y_idx, sw, validation = self._split_validation(X, y_idx, sw)
         trainer = Trainer(
             self.network_,
             self._optimizer,
             self.history_,
-            batch_size=min(batch, len(y)),
+            batch_size=self._batch_size(len(y_idx)),
             shuffle=self.shuffle,
             tol=self.tol,
             n_iter_no_change=self.n_iter_no_change,
-            early_stopping=early,
+            early_stopping=self.early_stopping,
             learning_rate="constant" if incremental else self.learning_rate,
             augment=None if self.augment is None else Augmenter(self.augment),
-            verbose=self.verbose,
+            verbose=int(self.verbose),
+            n_classes=len(self.classes_),
         )
-        validation = None
-        if early:
-            X, y_idx, sw, validation = self._split_validation(X, y_idx, sw)
-        trainer.fit(X, y_idx, sw, self._rng, 1 if incremental else self.max_iter, validation=validation)
-        self._early_stopping_fit = early
+        max_epochs = 1 if incremental else self.max_iter
+        trainer.fit(X, y_idx, sw, self._rng, max_epochs, validation=validation, warn_max_epochs=not incremental)
+        self._early_stopping_fit = self.early_stopping
+
+    def _set_optimizer(self, fresh):
+        """A new optimizer for a fresh fit (or after load_params or a change of
+        solver); otherwise the current one, keeping its state, with the
+        current hyperparameters (set_params between warm-started fits)."""
+        settings = dict(
+            momentum=self.momentum,
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            alpha=self.alpha,
+            decoupled_weight_decay=self.weight_decay,
+        )
+        current = getattr(self, "_optimizer", None)
+        if fresh or current is None or type(current) is not SOLVERS[self.solver]:
+            self._optimizer = make_optimizer(self.solver, self.learning_rate_init, **settings)
+            return
+        for name, value in settings.items():
+            if hasattr(current, name):
+                setattr(current, name, value)
+
+    def _batch_size(self, n_samples):
+        """Samples per step, checked against the data and the network."""
+        if self.batch_size == "auto":
+            batch = min(AUTO_BATCH, n_samples)
+        else:
+            batch = min(self.batch_size, n_samples)
+            if self.batch_size > n_samples:
+                warn_user(
+                    f"batch_size={self.batch_size} is larger than the {n_samples} training "
+                    f"samples; each step uses all {n_samples}.",
+                    UserWarning,
+                )
+        if batch == 1 and any(isinstance(layer, BatchNorm) for _, layer in self.network_.named_layers()):
+            raise ValueError(
+                "Batch norm normalises each batch with its own mean and variance, which a "
+                f"batch of one sample does not have; got batches of 1 (batch_size="
+                f"{self.batch_size!r}, {n_samples} training samples). Use batch_size >= 2 "
+                "or batch_norm=False."
+            )
+        return batch
+
+    def _class_weights(self, y):
+        """Weight of each class in ``classes_`` (ones for class_weight=None)."""
+        if self.class_weight is None:
+            return np.ones(len(self.classes_))
+        if isinstance(self.class_weight, str):  # "balanced": counts in this y
+            missing = np.setdiff1d(self.classes_, y)
+            if len(missing):
+                raise ValueError(
+                    f"class_weight='balanced' weighs each class by its count in y, but classes "
+                    f"{missing.tolist()!r} have no samples in it (with partial_fit, the weights "
+                    "come from the first call). Pass class_weight as a dict, e.g. from "
+                    "sklearn.utils.class_weight.compute_class_weight('balanced', classes=..., "
+                    "y=...) on (a sample of) all labels."
+                )
+        return compute_class_weight(self.class_weight, classes=self.classes_, y=y).astype(np.float64)
+
+    def _weigh_classes(self, sw, y_idx):
+        """``sample_weight`` times the class weights (unchanged where they are 1)."""
+        if np.all(self.class_weight_ == 1):
+            return sw
+        weights = self.class_weight_[y_idx]
+        sw = weights if sw is None else sw * weights
+        if not sw.any():
+            raise ValueError(
+                f"class_weight={self.class_weight!r} and sample_weight leave every sample "
+                "of y with weight 0: nothing to learn from."
+            )
+        return sw
 
     # -- the training record (one owner: history_) ------------------------------
 
@@ -538,6 +720,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     def t_(self):
         """Training samples seen."""
         return self.history_.t
+
+    @property
+    def loss_(self):
+        """The last epoch's training loss (None before the first), as MLPClassifier's."""
+        curve = self.history_.loss_curve
+        return curve[-1] if curve else None
 
     @property
     def loss_curve_(self):
@@ -720,7 +908,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     f"{path} holds a network for images of shape {network.input_shape}, but "
                     f"input_shape={self.input_shape!r}"
                 )
-        for name in ("_optimizer", "_rng", "feature_names_in_"):
+        for name in ("_optimizer", "_rng", "feature_names_in_", "class_weight_"):
             self.__dict__.pop(name, None)
         self.network_ = network
         self.classes_ = classes

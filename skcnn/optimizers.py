@@ -1,16 +1,20 @@
 """Optimizers: update rules that change parameter arrays in place.
 
-Every optimizer has one method, ``step(params, grads, decay=None)``: ``params``
-and ``grads`` are equally long lists of arrays (a dict of arrays works too,
-its values taken in order); ``decay`` says for each array whether weight
-decay applies (by default all do; networks pass True for weights only).
-``parts(...)`` cuts the same step into independent pieces that threads can
-run side by side (every rule here is elementwise).
+Every optimizer has one method, ``step(params, grads, decay=None,
+batch_weight=1.0)``: ``params`` and ``grads`` are equally long lists of arrays
+(a dict of arrays works too, its values taken in order); ``decay`` says for
+each array whether weight decay applies (by default all do; networks pass
+True for weights only). ``parts(...)`` cuts the same step into independent
+pieces that threads can run side by side (every rule here is elementwise).
 
 Two kinds of weight decay, both off by default:
 
-* ``weight_decay`` (L2): ``weight_decay * p`` is added to the gradient before
-  the rule sees it -- the gradient of ``0.5 * weight_decay * ||p||^2``.
+* ``alpha`` (L2 penalty, as scikit-learn MLP's ``alpha``): the loss is the
+  mean over a batch of total sample weight ``batch_weight`` (its number of
+  samples when unweighted) plus ``0.5 * alpha * ||p||^2 / batch_weight``, the
+  penalty counted once per batch like one more sum over its samples. Its
+  gradient, ``alpha * p / batch_weight``, is added to the gradient before the
+  rule sees it (with batches of 100, a hundredth of ``alpha * p``).
 * ``decoupled_weight_decay`` (as in AdamW): ``p -= lr * wd * p`` after the
   rule, independent of the gradient's scaling.
 
@@ -47,9 +51,9 @@ class Optimizer:
     ``p`` with its gradient ``g`` and its state tuple, all of the same shape
     (whole arrays, or matching slices of them)."""
 
-    def __init__(self, lr=0.01, weight_decay=0.0, decoupled_weight_decay=0.0):
+    def __init__(self, lr=0.01, alpha=0.0, decoupled_weight_decay=0.0):
         self.lr = lr
-        self.weight_decay = weight_decay
+        self.alpha = alpha
         self.decoupled_weight_decay = decoupled_weight_decay
         self.t = 0  # number of steps taken
         self.state = []  # one tuple of arrays per parameter, made on the first step
@@ -57,12 +61,16 @@ class Optimizer:
     def _init_state(self, p):
         return ()
 
-    def step(self, params, grads, decay=None):
-        """One update of every array in ``params``, in place."""
-        for part in self.parts(params, grads, decay, n_parts=1):
+    def step(self, params, grads, decay=None, batch_weight=1.0):
+        """One update of every array in ``params``, in place.
+
+        ``batch_weight`` is the total sample weight of the batch whose mean
+        loss ``grads`` is the gradient of; the L2 term is divided by it.
+        """
+        for part in self.parts(params, grads, decay, n_parts=1, batch_weight=batch_weight):
             part()
 
-    def parts(self, params, grads, decay=None, n_parts=2):
+    def parts(self, params, grads, decay=None, n_parts=2, batch_weight=1.0):
         """One step as ``n_parts`` functions that update disjoint slices of the
         parameters: call each once, in any order or in parallel threads; the
         result is that of :meth:`step` to the bit.
@@ -91,13 +99,14 @@ class Optimizer:
             for k, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
                 if hi > lo:
                     pieces[k].append((p[lo:hi], [a[lo:hi] for a in g], tuple(a[lo:hi] for a in state), d))
-        return [partial(self._apply, piece) for piece in pieces]
+        l2 = self.alpha / batch_weight
+        return [partial(self._apply, piece, l2) for piece in pieces]
 
-    def _apply(self, pieces):
+    def _apply(self, pieces, l2):
         for p, gs, state, d in pieces:
             g = gs[0] if len(gs) == 1 else sum(gs[1:], gs[0])
-            if d and self.weight_decay:
-                g = g + p.dtype.type(self.weight_decay) * p
+            if d and l2:
+                g = g + p.dtype.type(l2) * p
             self._update(p, g, state)
             if d and self.decoupled_weight_decay:
                 p -= p.dtype.type(self.lr * self.decoupled_weight_decay) * p
@@ -108,6 +117,15 @@ class Optimizer:
     def state_arrays(self):
         """All state arrays, flat (for saving and for measuring size)."""
         return [a for s in self.state for a in s]
+
+    def snapshot(self):
+        """A copy of the state (step count and arrays), for :meth:`restore`."""
+        return self.t, [tuple(a.copy() for a in s) for s in self.state]
+
+    def restore(self, snapshot):
+        """Go back to the state of a :meth:`snapshot` (after a diverged epoch)."""
+        t, state = snapshot
+        self.t, self.state = t, [tuple(a.copy() for a in s) for s in state]
 
     def __repr__(self):
         return f"{type(self).__name__}(lr={self.lr})"
@@ -224,7 +242,7 @@ def make_optimizer(name, lr, **options):
     """Build the optimizer named ``name`` in :data:`SOLVERS`.
 
     ``options`` may hold every solver's settings (``momentum``, ``beta_1``,
-    ``epsilon``, ``weight_decay``, ...): each solver takes those its
+    ``epsilon``, ``alpha``, ...): each solver takes those its
     constructor names and ignores the rest, so a new solver is one class and
     one entry in :data:`SOLVERS`.
     """

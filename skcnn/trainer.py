@@ -5,14 +5,21 @@ same thing: training stops when the training loss (or, with early stopping,
 the validation score) has not improved by ``tol`` for more than
 ``n_iter_no_change`` consecutive epochs.
 
-Two things never leave a broken model behind:
+Training never ends silently short of its goal, nor leaves a broken model:
 
 * Ctrl-C (SIGINT) finishes the current batch, then stops with a warning.
-* A non-finite loss or weight (divergence) restores the weights from the
-  start of that epoch, then stops with a warning saying what to change.
+* Divergence -- a non-finite loss or weight, or an epoch's mean loss more
+  than ``DIVERGENCE_FACTOR`` times that of a uniform guess, ``log(n_classes)``
+  -- restores the weights and the optimizer's state from the start of that
+  epoch, then stops with a :class:`DivergenceWarning` saying what to change.
+* Running out of epochs (``max_iter``) before the stopping rule fired gives
+  scikit-learn's ``ConvergenceWarning``, as MLPClassifier does.
+
+Every warning points at the user's line that called ``fit`` (:func:`warn_user`).
 """
 
 import math
+import os
 import signal
 import sys
 import threading
@@ -23,12 +30,44 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
-from .parallel import MAX_THREADS, worker_pool
+from .parallel import MICRO_BATCHES, micro_batches, worker_pool
 
-__all__ = ["History", "Trainer", "TrainingInterruptedWarning", "DivergenceWarning", "LEARNING_RATES"]
+__all__ = [
+    "History",
+    "Trainer",
+    "TrainingInterruptedWarning",
+    "DivergenceWarning",
+    "LEARNING_RATES",
+    "DIVERGENCE_FACTOR",
+    "warn_user",
+]
 
 LEARNING_RATES = ("constant", "adaptive", "cosine")
+
+#: An epoch whose mean loss (without the L2 penalty) exceeds this many times
+#: the loss of a uniform guess, ``log(n_classes)``, has diverged. Healthy runs
+#: start near ``log(n_classes)`` and go down: on digits the first epoch's
+#: loss is 0.6x-2.6x it for every solver at a rate that trains well, and 10x
+#: at Adam's 0.1, where training barely recovers; 19x and more (Adam at 0.2)
+#: left every network dead, predicting one class.
+DIVERGENCE_FACTOR = 10.0
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn_user(message, category):
+    """``warnings.warn``, attributed to the first caller outside skcnn.
+
+    The warning then names the user's line that called ``fit`` (or
+    ``GridSearchCV``'s, when that called it), however deep inside skcnn it
+    was raised and however the code in between is arranged.
+    """
+    frame, level = sys._getframe(1), 2  # level 2: warn_user's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 class TrainingInterruptedWarning(UserWarning):
@@ -36,7 +75,8 @@ class TrainingInterruptedWarning(UserWarning):
 
 
 class DivergenceWarning(UserWarning):
-    """Training produced non-finite values; the last finite weights were kept."""
+    """Training diverged (non-finite values, or a loss far above a uniform
+    guess's); the weights from before the diverging epoch were kept."""
 
 
 class _Diverged(Exception):
@@ -159,15 +199,16 @@ class Trainer:
     batch_size : int
     shuffle : bool
         Reshuffle the samples every epoch (without replacement; the last,
-        smaller batch is kept).
+        smaller batch is kept, and moves batch norm's running statistics in
+        proportion to its size).
     tol, n_iter_no_change : float, int
         Stopping rule, as in scikit-learn's MLP.
     early_stopping : bool
         Judge progress by the validation score passed to :meth:`fit` and
         restore the weights of the best epoch at the end.
     learning_rate : {"constant", "adaptive", "cosine"}
-        "adaptive" divides the rate by 5 whenever the stopping rule fires and
-        stops once it falls below 1e-6 (as MLP's); "cosine" decays it along
+        "adaptive" divides the rate by 5 whenever the stopping rule fires,
+        and stops once the rate is at most 1e-6 (as MLP's); "cosine" decays it along
         a half cosine to 0 over the epochs of one :meth:`fit` call.
     augment : callable or None
         ``augment(x_batch, rng)`` returns a transformed copy of a training
@@ -175,6 +216,8 @@ class Trainer:
     verbose : int
         1: a line per epoch; 2: also a progress bar on stderr (on a terminal
         only, redrawn in place and erased before the epoch's line).
+    n_classes : int
+        Classes the network scores (for the divergence rule).
     """
 
     def __init__(
@@ -191,6 +234,7 @@ class Trainer:
         learning_rate="constant",
         augment=None,
         verbose=0,
+        n_classes,
     ):
         self.network = network
         self.optimizer = optimizer
@@ -202,6 +246,7 @@ class Trainer:
         self.learning_rate = learning_rate
         self.augment = augment
         self.verbose = verbose
+        self.n_classes = n_classes
         self.history = history
         self.lr_init = optimizer.lr
         self._best_state = None  # weights of the best epoch (early stopping)
@@ -211,15 +256,20 @@ class Trainer:
     def _step(self, xb, yb, swb, replicas, pool, packed):
         """Loss and gradient of one batch, then one optimizer step.
 
-        The batch is cut into one micro-batch per replica; the replicas run
-        forward and backward side by side (on two cores when ``pool`` is
-        given), each scaling its gradient by its share of the batch's weight,
-        so that their sum is the gradient of the whole batch's mean loss. The
-        optimizer step (with that sum) is split between the threads as well.
-        The split is the same with one thread or two, so results do not
-        depend on it.
+        The batch is cut into micro-batches (:func:`~skcnn.parallel.micro_batches`:
+        two halves, unless the batch is too small to cut), one per replica;
+        the replicas run forward and backward side by side (on two cores when
+        ``pool`` is given), each scaling its gradient by its share of the
+        batch's weight, so that their sum is the gradient of the whole
+        batch's mean loss. The optimizer step (with that sum) is split
+        between the threads as well. The cut depends on the batch's size
+        alone, so results do not depend on the number of threads.
+
+        Returns ``(data_loss, penalty, weight)``: the batch's (weighted) mean
+        loss, the L2 penalty ``0.5 * alpha * ||W||^2 / weight`` (of the
+        weights before the step) and the batch's total sample weight.
         """
-        bounds = np.linspace(0, len(yb), len(replicas) + 1).astype(int)
+        bounds = micro_batches(len(yb))
         work = []
         for replica, grads, a, b in zip(replicas, packed.grads, bounds[:-1], bounds[1:]):
             sw_part = None if swb is None else swb[a:b]
@@ -239,11 +289,37 @@ class Trainer:
         loss = sum(l * item[-1] for l, item in zip(losses, work)) / total
         if not math.isfinite(loss):
             raise _Diverged(f"the loss became {loss}")
+        penalty = 0.0
+        if self.optimizer.alpha:
+            squares = sum(float(np.dot(p, p)) for p, d in zip(packed.params, packed.decay) if d)
+            penalty = 0.5 * self.optimizer.alpha * squares / total
         grads = list(zip(*(item[1] for item in work)))  # per buffer: one per micro-batch
-        parts = self.optimizer.parts(packed.params, grads, packed.decay, n_parts=len(replicas))
+        parts = self.optimizer.parts(
+            packed.params, grads, packed.decay, n_parts=len(replicas), batch_weight=total
+        )
         self._run_in_parallel(pool, parts)
-        self.network.merge_buffers(replicas, [item[0] for item in work])
-        return loss, total
+        used = [item[0] for item in work]
+        if len(yb) < self.batch_size:
+            self._damp_buffer_updates(used, len(yb) / self.batch_size)
+        self.network.merge_buffers(replicas, used)
+        return loss, penalty, total
+
+    def _damp_buffer_updates(self, used, share):
+        """Scale this step's change of the buffers that training updates
+        (batch norm's running statistics) by ``share``, the batch's size over
+        the full batch size: a last, smaller batch moves them in proportion
+        to its size (as if with momentum ``share * momentum``), so that a
+        batch of one or two samples cannot skew them."""
+        theirs = [replica.named_layers() for replica in used]
+        for i, (_, layer) in enumerate(self.network.named_layers()):  # inside residual blocks too
+            if not layer.trains_buffers:
+                continue
+            for k, before in layer.buffers.items():  # the network's: as before the step
+                for named in theirs:
+                    after = named[i][1].buffers[k]
+                    after -= before
+                    after *= after.dtype.type(share)
+                    after += before
 
     @staticmethod
     def _run_in_parallel(pool, tasks):
@@ -262,11 +338,12 @@ class Trainer:
         return [call(tasks[0])] + [f.result() for f in futures]
 
     def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool, packed):
-        """One pass over the data; returns the epoch's (weighted) mean loss."""
+        """One pass over the data; returns the epoch's (weighted) mean loss,
+        L2 penalty included. Raises ``_Diverged`` (see :meth:`_check_divergence`)."""
         n = len(y)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         starts = range(0, n, self.batch_size)
-        total_loss = total_weight = 0.0
+        total_loss = total_penalty = total_weight = 0.0
         bar = _ProgressBar() if self.verbose >= 2 else None
         for b, start in enumerate(starts):
             idx = order[start : start + self.batch_size]
@@ -277,8 +354,9 @@ class Trainer:
                     xb = self.augment(xb, rng)
                 if schedule is not None:
                     self.optimizer.lr = schedule(b / len(starts))
-                loss, weight = self._step(xb, y[idx], swb, replicas, pool, packed)
+                loss, penalty, weight = self._step(xb, y[idx], swb, replicas, pool, packed)
                 total_loss += loss * weight
+                total_penalty += penalty * weight
                 total_weight += weight
             self.history.t += len(idx)
             if bar is not None:
@@ -287,13 +365,28 @@ class Trainer:
                 break
         if bar is not None:
             bar.erase()  # the epoch's line (or a warning) takes its place
+        if not total_weight:
+            return float("nan")
+        self._check_divergence(total_loss / total_weight)
+        return (total_loss + total_penalty) / total_weight
+
+    def _check_divergence(self, data_loss):
+        """Raise ``_Diverged`` if the weights are no longer finite, or the
+        epoch's mean data loss is over ``DIVERGENCE_FACTOR`` times that of a
+        uniform guess (finite divergence: steps too large throw the weights
+        far off, and usually leave every ReLU dead)."""
         if not _all_finite(self.network.params()):
             raise _Diverged("the weights became non-finite")
-        return total_loss / total_weight if total_weight else float("nan")
+        uniform = math.log(self.n_classes)
+        if data_loss > DIVERGENCE_FACTOR * uniform:
+            raise _Diverged(
+                f"its mean loss, {data_loss:.4g}, is over {DIVERGENCE_FACTOR:g} times the loss "
+                f"of a uniform guess, log({self.n_classes}) = {uniform:.4g}"
+            )
 
     # -- the loop --------------------------------------------------------------
 
-    def fit(self, x, y, sample_weight, rng, max_epochs, validation=None):
+    def fit(self, x, y, sample_weight, rng, max_epochs, validation=None, warn_max_epochs=False):
         """Train for up to ``max_epochs`` epochs.
 
         Parameters
@@ -304,6 +397,9 @@ class Trainer:
         max_epochs : int
         validation : (x_val, y_val, sw_val) or None
             Scored (weighted accuracy) after every epoch.
+        warn_max_epochs : bool
+            Give a ``ConvergenceWarning`` when all ``max_epochs`` epochs ran
+            without the stopping rule firing (``fit``, not ``partial_fit``).
 
         Returns
         -------
@@ -312,13 +408,13 @@ class Trainer:
             "diverged".
         """
         reason = "max_iter"
-        packed = _Packed(self.network.pack_params(), MAX_THREADS)
-        replicas = self.network.replicas(MAX_THREADS, rng)  # (sharing the packed weights)
+        packed = _Packed(self.network.pack_params(), MICRO_BATCHES)
+        replicas = self.network.replicas(MICRO_BATCHES, rng)  # (sharing the packed weights)
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
                 schedule = self._schedule(epoch, max_epochs)
-                snapshot = self.network.state_dict()
+                snapshot = self.network.state_dict(), self.optimizer.snapshot()
                 start = time.perf_counter()
                 try:
                     with worker_pool() as pool:
@@ -329,22 +425,21 @@ class Trainer:
                     interrupted["set"] = True
                     loss = None
                 except _Diverged as exc:
-                    self.network.load_state_dict(snapshot)
-                    warnings.warn(
+                    self.network.load_state_dict(snapshot[0])
+                    self.optimizer.restore(snapshot[1])
+                    warn_user(
                         f"Training diverged in epoch {self.history.n_iter + 1} ({exc}); the weights "
-                        "from the start of that epoch were kept. Lower learning_rate_init, "
-                        "or scale the input.",
+                        "from the start of that epoch were kept. Lower learning_rate_init "
+                        f"(it was {self.lr_init:g}), or scale the input.",
                         DivergenceWarning,
-                        stacklevel=3,
                     )
                     reason = "diverged"
                     break
                 if interrupted["set"]:
-                    warnings.warn(
+                    warn_user(
                         f"Training interrupted during epoch {self.history.n_iter + 1}; the model keeps "
                         "the weights after the last completed batch.",
                         TrainingInterruptedWarning,
-                        stacklevel=3,
                     )
                     reason = "interrupted"
                     break
@@ -361,6 +456,15 @@ class Trainer:
                 if self._update_stopping(validation is not None):
                     reason = "converged"
                     break
+        if reason == "max_iter" and warn_max_epochs:
+            what = "validation score" if self.early_stopping else "training loss"
+            warn_user(
+                f"max_iter={max_epochs} epochs ran out before the stopping rule fired (the {what} "
+                f"still improved by more than tol={self.tol:g} within n_iter_no_change="
+                f"{self.n_iter_no_change} epochs): training has not converged. Raise max_iter "
+                "to train longer.",
+                ConvergenceWarning,
+            )
         if self.early_stopping and self._best_state is not None:
             self.network.load_state_dict(self._best_state)
         self.network.clear_cache()
@@ -402,7 +506,7 @@ class Trainer:
             h.best_loss = min(h.best_loss, loss)
         if h.no_improvement <= self.n_iter_no_change:
             return False
-        if self.learning_rate == "adaptive" and self.optimizer.lr / 5 >= 1e-6:
+        if self.learning_rate == "adaptive" and self.optimizer.lr > 1e-6:
             self.optimizer.lr /= 5
             h.no_improvement = 0
             if self.verbose:

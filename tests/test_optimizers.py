@@ -71,9 +71,35 @@ def test_adam_by_hand():
 
 def test_l2_weight_decay_adds_to_the_gradient_only_where_asked():
     p, q = P0.copy(), P0.copy()
-    SGD(0.1, weight_decay=0.5).step([p, q], [G1, G1], decay=[True, False])
+    SGD(0.1, alpha=0.5).step([p, q], [G1, G1], decay=[True, False])
     np.testing.assert_allclose(p, P0 - 0.1 * (G1 + 0.5 * P0))
     np.testing.assert_allclose(q, P0 - 0.1 * G1)
+
+
+def test_l2_term_is_divided_by_the_batch_weight_as_in_mlp():
+    # MLPClassifier's loss: mean loss + 0.5 * alpha * ||W||^2 / n_samples_in_batch
+    p = P0.copy()
+    SGD(0.1, alpha=0.5).step([p], [G1], batch_weight=200)
+    np.testing.assert_allclose(p, P0 - 0.1 * (G1 + 0.5 * P0 / 200))
+    parted = P0.copy()
+    for part in SGD(0.1, alpha=0.5).parts([parted], [G1], n_parts=2, batch_weight=200):
+        part()
+    np.testing.assert_array_equal(parted, p)
+
+
+def test_snapshot_and_restore_bring_back_the_state():
+    opt, p = Adam(0.1), P0.copy()
+    before = opt.snapshot()  # before the first step: no state yet
+    opt.step([p], [G1])
+    after_one = opt.snapshot()
+    m, v = (a.copy() for a in opt.state[0])
+    opt.step([p], [G2 * 1e6])
+    opt.restore(after_one)
+    assert opt.t == 1
+    np.testing.assert_array_equal(opt.state[0][0], m)
+    np.testing.assert_array_equal(opt.state[0][1], v)
+    opt.restore(before)
+    assert opt.t == 0 and opt.state == []
 
 
 def test_decoupled_weight_decay_shrinks_after_the_rule():
@@ -106,7 +132,7 @@ def test_a_step_cut_into_parts_equals_one_step_to_the_bit(name, n_parts):
     shapes = [(130, 200), (7,), (3, 3, 2)]  # one array large enough to be cut
     params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     whole, cut = [p.copy() for p in params], [p.copy() for p in params]
-    kw = {"weight_decay": 1e-3} if name == "sgd" else {"decoupled_weight_decay": 1e-2}
+    kw = {"alpha": 1e-3} if name == "sgd" else {"decoupled_weight_decay": 1e-2}
     one, parted = make_optimizer(name, 0.01, **kw), make_optimizer(name, 0.01, **kw)
     for _ in range(3):
         halves = [[rng.standard_normal(s).astype(np.float32) for _ in range(2)] for s in shapes]

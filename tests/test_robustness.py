@@ -127,7 +127,7 @@ INVALID = {
     "architecture": ["resnet", 3],
     "conv_filters": [[16, 32], 16, (0, 8), (16, "a"), ((),)],
     "kernel_size": [0, 2, 3.0, -1],
-    "hidden_layer_sizes": [100, (0,), "100"],
+    "hidden_layer_sizes": [0, -5, (0,), "100", (1.5,), True, np.zeros((1, 1), dtype=int)],
     "batch_norm": ["yes", 1],
     "dropout": [1.0, -0.1, "half"],
     "input_shape": [(8,), (0, 8, 8), [8, 8]],
@@ -140,7 +140,7 @@ INVALID = {
     "max_iter": [0, 1.5, -1],
     "shuffle": ["no"],
     "tol": [-1.0],
-    "verbose": [-1, 0.5],
+    "verbose": [-1, 0.5, "yes", None],
     "warm_start": [None],
     "momentum": [1.5, -0.1],
     "early_stopping": ["true"],
@@ -150,6 +150,7 @@ INVALID = {
     "epsilon": [0.0],
     "n_iter_no_change": [0, 2.5],
     "augment": ["rotate", "", 3],
+    "class_weight": ["balance", {0: -1.0}, {0: np.nan}, [1, 2], {0: "a"}],
 }
 
 
@@ -207,8 +208,9 @@ def test_ctrl_c_during_fit_leaves_a_usable_model(real_signal, digits, monkeypatc
     X, y = digits
     calls = interrupt_on_call(monkeypatch, 20, real_signal=real_signal)
     clf = CNNClassifier(max_iter=5, batch_size=50, random_state=0)
-    with pytest.warns(TrainingInterruptedWarning):
+    with pytest.warns(TrainingInterruptedWarning) as record:
         clf.fit(X[:1000], y[:1000])
+    assert record[0].filename == __file__  # the warning points at the line that called fit
     assert calls["n"] == 20  # stopped at (raise) or right after (signal) the 20th step
     assert clf.n_iter_ == 0 and clf.loss_curve_ == []  # the first epoch did not finish
     proba = clf.predict_proba(X[:100])
@@ -262,6 +264,10 @@ def test_property_fit_and_predict_on_random_valid_problems(
         solver=solver, batch_size=batch_size, conv_filters=conv_filters, batch_norm=batch_norm,
         hidden_layer_sizes=(5,), max_iter=2, random_state=seed,
     )  # fmt: skip
+    if batch_norm and (batch_size == 1 or (batch_size == "auto" and n == 1)):
+        with pytest.raises(ValueError, match="batch_size >= 2 or batch_norm=False"):
+            CNNClassifier(**params).fit(X, y)  # batch norm on one sample: refused
+        return
     first = CNNClassifier(**params).fit(X, y)
     proba = first.predict_proba(X)
     assert proba.shape == (n, n_classes) and proba.dtype == dtype
