@@ -546,9 +546,9 @@ def build_parser():
     train.add_argument("--out", default="model.npz", metavar="FILE",
                        help="parameter file to write; a missing folder is created "
                        "(default: %(default)s)")  # fmt: skip
-    train.add_argument("--picture", default="predictions.png", metavar="FILE",
+    train.add_argument("--picture", default=None, metavar="FILE",
                        help="picture of 10 test predictions to write, '' for none "
-                       "(default: %(default)s)")  # fmt: skip
+                       "(default: predictions.png beside --out)")  # fmt: skip
     train.add_argument("-q", "--quiet", action="store_true",
                        help="no progress bar and no line per epoch")
     train.set_defaults(func=cmd_train, parser=train)
@@ -562,9 +562,9 @@ def build_parser():
     evaluate.add_argument("--dataset", choices=names, default=None,
                           help="data set (default: the one the model file records)")
     data_options(evaluate, "as the model file records", "as the model file records")
-    evaluate.add_argument("--picture", default="confusion_matrix.png", metavar="FILE",
+    evaluate.add_argument("--picture", default=None, metavar="FILE",
                           help="confusion matrix picture to write, '' for none "
-                          "(default: %(default)s)")  # fmt: skip
+                          "(default: confusion_matrix.png beside the model file)")  # fmt: skip
     evaluate.set_defaults(func=cmd_evaluate, parser=evaluate)
 
     predict = sub.add_parser("predict", help="classify pictures of digits (PNG, JPEG)")
@@ -576,6 +576,10 @@ def build_parser():
 
 def _check_outputs(args):
     """Output flags as paths, each checked (and its folder made) before any work."""
+    if getattr(args, "picture", "") is None:  # the picture goes beside the model
+        model = Path(args.out if args.func is cmd_train else args.model)
+        name = "predictions.png" if args.func is cmd_train else "confusion_matrix.png"
+        args.picture = str(model.parent / name)
     for flag in ("--out", "--picture"):
         dest = flag[2:]
         if getattr(args, dest, None):

@@ -84,8 +84,17 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if not cls.__name__.startswith("_"):
-            LAYERS[cls.__name__] = cls
+        if cls.__name__.startswith("_"):
+            return
+        known = LAYERS.get(cls.__name__)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            # networks are rebuilt from configs by name: a second class of
+            # the same name would silently replace the first everywhere
+            raise TypeError(
+                f"a layer type named {cls.__name__!r} exists already ({known.__module__}."
+                f"{known.__qualname__}); give your layer class another name"
+            )
+        LAYERS[cls.__name__] = cls
 
     def __init__(self):
         self.params = {}
@@ -134,9 +143,10 @@ class Layer:
         want = self.input_shape[-1]
         if x.ndim != len(self.input_shape) + 1 or x.shape[-1] != want:
             layout = "(N, H, W, C), channels-last" if len(self.input_shape) == 3 else "(N, features)"
+            what = "channel" if len(self.input_shape) == 3 else "feature"
             raise ValueError(
-                f"{self!r} was built for inputs {layout}, with {want} "
-                f"{'channels' if len(self.input_shape) == 3 else 'features'} in the last axis; "
+                f"{self!r} was built for inputs {layout}, with {want} {what}"
+                f"{'' if want == 1 else 's'} in the last axis; "
                 f"got an array of shape {x.shape}. Channels-first images (N, C, H, W) "
                 "become channels-last with x.transpose(0, 2, 3, 1)."
             )
@@ -205,7 +215,10 @@ def layer_from_config(config):
     config = dict(config)
     kind = config.pop("type", None)
     if kind not in LAYERS:
-        raise ValueError(f"unknown layer type {kind!r}; known: {sorted(LAYERS)}")
+        raise ValueError(
+            f"unknown layer type {kind!r}: import or define that layer class (a subclass of "
+            f"skcnn.layers.Layer) before building or loading; known types: {sorted(LAYERS)}"
+        )
     try:
         return LAYERS[kind](**config)
     except TypeError as exc:
@@ -382,6 +395,13 @@ class _Pool2D(Layer):
 
     def __init__(self, pool_size=2, stride=None):
         super().__init__()
+        for name, value in (("pool_size", pool_size), ("stride", stride)):
+            if not (value is None and name == "stride") and not (
+                isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+            ):
+                raise ValueError(
+                    f"{name} must be an int >= 1 (windows are square, {name} x {name}); got {value!r}"
+                )
         self.pool_size, self.stride = int(pool_size), None if stride is None else int(stride)
 
     @property

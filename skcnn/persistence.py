@@ -87,12 +87,15 @@ def load_network(path):
         classes = arrays.pop("classes")
         if dtype not in (np.float32, np.float64):
             raise ParameterFileError(f"{path}: unsupported dtype {dtype}")
-        # Build the described network (weights are overwritten below, so any seed will do)
-        network = Network.from_layers(spec, input_shape, np.random.default_rng(0), dtype)
     except ParameterFileError:
         raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ParameterFileError(f"{path}: missing or malformed metadata ({exc!r})") from exc
+    try:
+        # Build the described network (weights are overwritten below, so any seed will do)
+        network = Network.from_layers(spec, input_shape, np.random.default_rng(0), dtype)
+    except (TypeError, ValueError) as exc:
+        raise ParameterFileError(f"{path}: cannot build the network it describes: {exc}") from exc
     n_outputs = getattr(network.layers[-1], "units", None)  # the output Dense layer
     if len(classes) != n_outputs:
         raise ParameterFileError(f"{path}: {len(classes)} class labels for a network with {n_outputs} outputs")

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
 from .parallel import MICRO_BATCHES, micro_batches, worker_pool
 
@@ -457,6 +456,10 @@ class Trainer:
                     reason = "converged"
                     break
         if reason == "max_iter" and warn_max_epochs:
+            # imported here: scikit-learn takes seconds to import, and the
+            # command line checks its flags (importing this module) before that
+            from sklearn.exceptions import ConvergenceWarning
+
             what = "validation score" if self.early_stopping else "training loss"
             warn_user(
                 f"max_iter={max_epochs} epochs ran out before the stopping rule fired (the {what} "

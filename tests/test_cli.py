@@ -194,7 +194,7 @@ def test_evaluate_without_idx_scores_the_same_10000_test_images_with_class_names
     assert f"Test accuracy on Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist): {accuracy} (10,000 images)" in out
     report = [line.split() for line in out.splitlines()]
     assert ["T-shirt/top"] == report[3][:1] and ["Ankle", "boot"] == report[12][:2]
-    assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    assert (model.parent / "confusion_matrix.png").stat().st_size > 0  # beside the model
 
 
 def test_predict_prints_class_names(fashion_model, tmp_path, capsys):
@@ -376,3 +376,27 @@ def test_progress_bar_redrawn_in_place_on_a_terminal_and_absent_otherwise(monkey
     CNNClassifier(max_iter=1, verbose=2, random_state=0).fit(X[:300], y[:300])
     out, err = capsys.readouterr()
     assert err == "" and out.startswith("Epoch 1: loss")  # stderr is not a terminal
+
+
+def test_a_bad_flag_is_refused_before_scikit_learn_is_even_imported():
+    # scikit-learn takes seconds to import: flag errors must not wait for it
+    code = (
+        "import sys\n"
+        "from skcnn.cli import main\n"
+        "try:\n"
+        "    main(['train', '--epochs', '0', '--out', 'never.npz'])\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 2, exc.code\n"
+        "assert 'sklearn' not in sys.modules, 'scikit-learn was imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "argument --epochs" in result.stderr
+
+
+def test_pictures_go_beside_the_model_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "-q", "--out", "runs/m.npz"]) == 0
+    assert (tmp_path / "runs" / "predictions.png").exists() and not (tmp_path / "predictions.png").exists()
+    assert main(["evaluate", "runs/m.npz"]) == 0
+    assert (tmp_path / "runs" / "confusion_matrix.png").exists()

@@ -131,3 +131,36 @@ def test_a_preset_saved_to_a_file_reads_back_as_that_preset(digits, tmp_path):
     loaded = CNNClassifier.from_params_file(tmp_path / "deep.npz")
     assert loaded.architecture == "deep" and loaded.layers is None
     np.testing.assert_array_equal(loaded.predict(X_train[:100]), clf.predict(X_train[:100]))
+
+
+def test_a_layer_class_reusing_a_built_in_name_is_refused():
+    from skcnn.layers import Layer
+
+    with pytest.raises(TypeError, match="a layer type named 'Dense' exists already"):
+
+        class Dense(Layer):  # noqa: F811 (on purpose: the name of a built-in)
+            pass
+
+
+def test_pool_sizes_must_be_square_ints():
+    for bad in ((3, 2), 0, 1.5, True):
+        with pytest.raises(ValueError, match="windows are square"):
+            AvgPool2D(bad)
+    with pytest.raises(ValueError, match="stride must be an int"):
+        MaxPool2D(2, stride=0)
+
+
+def test_a_file_with_an_unknown_layer_type_says_what_to_import(digits, tmp_path):
+    import json
+
+    X_train, _, y_train, _ = digits
+    clf = CNNClassifier(layers=[Conv2D(4, 3), ReLU()], max_iter=1, random_state=0)
+    clf.fit(X_train[:100], y_train[:100]).save_params(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["__meta__"]))
+    meta["layers"][1]["type"] = "Scale"  # a user's layer this process never defined
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "scale.npz", **arrays)
+    with pytest.raises(ValueError, match="unknown layer type 'Scale': import or define"):
+        CNNClassifier.from_params_file(tmp_path / "scale.npz")
