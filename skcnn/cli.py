@@ -219,7 +219,7 @@ def _load_data(name, idx, data_home, say, fallback):
     default, or the one known to live in ``idx``), or of the IDX files in
     ``idx``. With ``fallback``, an unreachable data set is replaced by the
     bundled digits (saying so)."""
-    source = {"data_home": str(data_home)} if data_home else {}
+    source = {"data_home": str(Path(data_home).resolve())} if data_home else {}
     if idx is not None:
         idx = Path(idx).resolve()
         name = name or _dataset_in(idx)
@@ -481,6 +481,12 @@ def _seed(text):
     return value
 
 
+def _folder(text):
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"no such folder: {text}")
+    return text
+
+
 def _augmentations(text):
     try:
         Augmenter(text)
@@ -508,7 +514,7 @@ def build_parser():
         p.add_argument("--data-home", metavar="DIR",
                        help="scikit-learn's data folder, where OpenML downloads are cached "
                        f"(default: {home_default})")  # fmt: skip
-        p.add_argument("--idx", metavar="DIR",
+        p.add_argument("--idx", metavar="DIR", type=_folder,
                        help="read the data from the four IDX files in DIR (train-images-idx3-ubyte, "
                        f"...) instead of downloading it (default: {idx_default})")  # fmt: skip
 

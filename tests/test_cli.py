@@ -212,7 +212,8 @@ def test_predict_prints_class_names(fashion_model, tmp_path, capsys):
     "flag, value",
     [("--epochs", "0"), ("--schedule", "foo"), ("--architecture", "huge"), ("--lr", "-1"),
      ("--batch-size", "0"), ("--augment", "spin"), ("--n-train", "0"), ("--lr", "nan"),
-     ("--solver", "lbfgs"), ("--random-state", "-1"), ("--dataset", "cifar"), ("--epochs", "2.5")],
+     ("--solver", "lbfgs"), ("--random-state", "-1"), ("--dataset", "cifar"), ("--epochs", "2.5"),
+     ("--idx", "/no/such/folder")],
 )  # fmt: skip
 def test_nonsense_values_are_refused_at_once_naming_the_flag(flag, value, monkeypatch, capsys):
     def no_loading(*args, **kwargs):
