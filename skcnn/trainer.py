@@ -519,7 +519,7 @@ class Trainer:
             what = "Validation score" if self.early_stopping else "Training loss"
             print(
                 f"{what} did not improve more than tol={self.tol} for "
-                f"{self.n_iter_no_change} consecutive epochs. Stopping.",
+                f"{self.n_iter_no_change} consecutive epoch{'s' * (self.n_iter_no_change != 1)}. Stopping.",
                 flush=True,
             )
         return True
