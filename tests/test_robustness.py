@@ -1,3 +1,4 @@
+import copy
 import os
 import signal
 
@@ -18,10 +19,17 @@ def digits():
     return X.astype(np.float32) / 16, y
 
 
-@pytest.fixture
-def fitted(digits):
+@pytest.fixture(scope="module")
+def trained(digits):
     X, y = digits
     return CNNClassifier(max_iter=2, random_state=0).fit(X[:600], y[:600])
+
+
+@pytest.fixture
+def fitted(trained):
+    """A fresh copy of one fitted model for each test (which may change it):
+    copying is far cheaper than fitting again."""
+    return copy.deepcopy(trained)
 
 
 def rejected_without_change(clf, X_check, call, error=(ValueError, TypeError), match=None):
