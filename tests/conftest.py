@@ -39,3 +39,15 @@ def check_layer_gradients(layer, x, rng, tol=1e-6):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """Fashion-MNIST images ``(X_train, X_test, y_train, y_test)``, from
+    Debian's dataset-fashion-mnist; tests that need it skip where it is not
+    installed."""
+    from skcnn.datasets import DEBIAN_FASHION_MNIST, load_idx_dataset
+
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed in {DEBIAN_FASHION_MNIST}")
+    return load_idx_dataset(DEBIAN_FASHION_MNIST, shape="images")

@@ -1,4 +1,6 @@
-"""GridSearchCV through Dask's joblib backend, and what travels between processes."""
+"""On a Dask cluster: GridSearchCV through Dask's joblib backend, training
+block by block with dask-ml's Incremental, predicting with ParallelPostFit,
+and what travels between processes."""
 
 import pickle
 import sys
@@ -74,3 +76,45 @@ def test_pickled_model_is_its_parameters_plus_optimizer_state():
     essential = sum(a.nbytes for a in arrays) + sum(a.nbytes for a in clf._optimizer.state_arrays())
     size = len(pickle.dumps(clf))
     assert essential <= size <= 1.10 * essential, (size, essential)
+
+
+@pytest.fixture(scope="module")
+def incremental(client, fashion_mnist, tmp_path_factory):
+    """One pass of dask-ml's Incremental over 5,000 Fashion-MNIST images in
+    10 blocks of 500, which the workers read from disk themselves."""
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    X_train, _, y_train, _ = fashion_mnist
+    folder = tmp_path_factory.mktemp("blocks")
+    for i in range(10):
+        np.save(folder / f"{i}.npy", X_train[500 * i : 500 * (i + 1)])
+    load = dask.delayed(np.load)
+    images = da.concatenate(
+        [da.from_delayed(load(folder / f"{i}.npy"), (500, 1, 28, 28), np.float32) for i in range(10)]
+    )  # (5000, 1, 28, 28), never in this process's memory
+    # dask-ml's wrappers take 2-D blocks (see the README): rows of pixels,
+    # block by block, with input_shape saying how to read them
+    X = images.reshape(len(images), -1)
+    assert X.chunks == ((500,) * 10, (784,))
+    y = da.from_array(y_train[:5000], chunks=500)
+    model = wrappers.Incremental(CNNClassifier(input_shape=(1, 28, 28), random_state=0), random_state=0)
+    return model.fit(X, y, classes=np.arange(10))
+
+
+def test_incremental_trains_block_by_block_through_partial_fit(incremental, fashion_mnist):
+    _, X_test, _, y_test = fashion_mnist
+    clf = incremental.estimator_
+    assert clf.n_iter_ == 10 and clf.t_ == 5000  # one partial_fit call (one epoch) per block
+    assert clf.score(X_test[:2000], y_test[:2000]) >= 0.7  # measured: 0.7885
+
+
+def test_parallel_post_fit_predicts_as_predict(incremental, fashion_mnist):
+    da = pytest.importorskip("dask.array")
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    X = fashion_mnist[1][:2000]
+    clf = incremental.estimator_
+    model = wrappers.ParallelPostFit(clf)
+    blocks = da.from_array(X, chunks=(500, 1, 28, 28)).reshape(len(X), -1)
+    np.testing.assert_array_equal(model.predict(blocks).compute(), clf.predict(X))
+    np.testing.assert_allclose(model.predict_proba(blocks).compute(), clf.predict_proba(X), rtol=0, atol=1e-6)

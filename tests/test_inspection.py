@@ -7,7 +7,6 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 
 from skcnn import CNNClassifier
-from skcnn.datasets import DEBIAN_FASHION_MNIST, load_idx_dataset
 from skcnn.functions import numerical_gradient
 from skcnn.inspection import saliency
 
@@ -97,10 +96,8 @@ def test_saliency_is_higher_on_the_digit_that_decides_the_class(digits):
     assert share > 0.95  # nearly every image
 
 
-def test_saliency_on_fashion_objects_exceeds_the_background():
-    if not DEBIAN_FASHION_MNIST.is_dir():
-        pytest.skip(f"Fashion-MNIST not installed in {DEBIAN_FASHION_MNIST}")
-    X_train, X_test, y_train, _ = load_idx_dataset(DEBIAN_FASHION_MNIST, shape="images")
+def test_saliency_on_fashion_objects_exceeds_the_background(fashion_mnist):
+    X_train, X_test, y_train, _ = fashion_mnist
     clf = CNNClassifier(max_iter=2, random_state=0).fit(X_train[:2000], y_train[:2000])
     X = X_test[:300]
     s = np.abs(saliency(clf, X)).max(axis=1)  # (n, H, W), the map as drawn
