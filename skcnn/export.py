@@ -135,6 +135,8 @@ def _flatten(g, layer, x, shape):
 
 
 def _dense(g, layer, x, shape):
+    if len(shape) != 1:
+        raise ValueError(f"cannot export {layer!r} applied to images of shape {shape}: put a Flatten before it")
     w = g.const(layer.params["W"], "dense_W")  # (in, out), as Gemm and MatMul want
     if _bias(layer) is None:
         return g.add("MatMul", [x, w])
@@ -156,7 +158,11 @@ def _batch_norm(g, layer, x, shape):
 
 def _residual(g, layer, x, shape):
     """A residual block: ``branch(x) + x``, or ``branch(x) + projection(x)``
-    with a 1x1 convolution, the branch being the block's ``layers``."""
+    with a 1x1 convolution, the branch being the block's ``layers``.
+
+    Not in :data:`_EXPORTERS` until :mod:`skcnn.layers` has a residual block;
+    ``tests/test_export.py`` registers a stand-in that computes the same.
+    """
     branch, _ = _export_stack(g, layer.layers, x, shape)
     skip = x if layer.projection is None else _conv(g, layer.projection, x, shape)
     return g.add("Add", [branch, skip])

@@ -189,6 +189,10 @@ def test_a_layer_without_exporter_is_a_clear_error_and_nothing_is_written(models
     with pytest.raises(ValueError, match=r"cannot export a Swish layer to ONNX \(layer 4: Swish\(\)\).*Conv2D"):
         export_onnx(clf, tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
+    clf = copy.deepcopy(models["origin"][0])
+    clf.network_.layers = [layer for layer in clf.network_.layers if not isinstance(layer, L.Flatten)]
+    with pytest.raises(ValueError, match=r"Dense\(128, 100\) applied to images of shape \(2, 2, 32\)"):
+        export_onnx(clf, tmp_path / "m.onnx")
 
 
 def test_unfitted_estimator_and_unexportable_labels(models, tmp_path):
