@@ -14,7 +14,7 @@ from sklearn.model_selection import GridSearchCV
 from skcnn import CNNClassifier
 from skcnn.parallel import n_threads
 
-distributed = pytest.importorskip("dask.distributed")
+pytest.importorskip("dask.distributed")
 
 
 def search(n_jobs):
@@ -32,17 +32,7 @@ def _worker_threads():
     return n_threads(), min(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    )
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
-
-
-def test_grid_search_on_dask_matches_the_local_search(client):
+def test_grid_search_on_dask_matches_the_local_search(dask_client):
     X, y = load_digits(return_X_y=True)
     X = X.astype(np.float32)
     local = search(n_jobs=1).fit(X, y)
@@ -54,9 +44,9 @@ def test_grid_search_on_dask_matches_the_local_search(client):
     assert local.cv_results_["mean_test_score"].max() > 0.8
 
 
-def test_no_oversubscription_on_dask_workers(client):
+def test_no_oversubscription_on_dask_workers(dask_client):
     # two single-threaded workers on two cores: skcnn and BLAS use one thread each
-    for skcnn_threads, blas_threads in client.run(_worker_threads).values():
+    for skcnn_threads, blas_threads in dask_client.run(_worker_threads).values():
         assert skcnn_threads == 1 and blas_threads == 1
 
 
@@ -79,7 +69,7 @@ def test_pickled_model_is_its_parameters_plus_optimizer_state():
 
 
 @pytest.fixture(scope="module")
-def incremental(client, fashion_mnist, tmp_path_factory):
+def incremental(dask_client, fashion_mnist, tmp_path_factory):
     """One pass of dask-ml's Incremental over 5,000 Fashion-MNIST images in
     10 blocks of 500, which the workers read from disk themselves."""
     dask = pytest.importorskip("dask")
