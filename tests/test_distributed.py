@@ -102,9 +102,9 @@ def test_incremental_trains_block_by_block_through_partial_fit(incremental, fash
 def test_parallel_post_fit_predicts_as_predict(incremental, fashion_mnist):
     da = pytest.importorskip("dask.array")
     wrappers = pytest.importorskip("dask_ml.wrappers")
-    X = fashion_mnist[1][:2000]
+    X = fashion_mnist[1][:1000]
     clf = incremental.estimator_
     model = wrappers.ParallelPostFit(clf)
-    blocks = da.from_array(X, chunks=(500, 1, 28, 28)).reshape(len(X), -1)
+    blocks = da.from_array(X, chunks=(250, 1, 28, 28)).reshape(len(X), -1)
     np.testing.assert_array_equal(model.predict(blocks).compute(), clf.predict(X))
     np.testing.assert_allclose(model.predict_proba(blocks).compute(), clf.predict_proba(X), rtol=0, atol=1e-6)

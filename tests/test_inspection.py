@@ -98,11 +98,11 @@ def test_saliency_is_higher_on_the_digit_that_decides_the_class(digits):
 
 def test_saliency_on_fashion_objects_exceeds_the_background(fashion_mnist):
     X_train, X_test, y_train, _ = fashion_mnist
-    clf = CNNClassifier(max_iter=2, random_state=0).fit(X_train[:2000], y_train[:2000])
-    X = X_test[:300]
+    clf = CNNClassifier(max_iter=1, random_state=0).fit(X_train[:1000], y_train[:1000])
+    X = X_test[:200]
     s = np.abs(saliency(clf, X)).max(axis=1)  # (n, H, W), the map as drawn
     obj, background = X[:, 0] > 0.1, X[:, 0] == 0
-    # measured 1.45; on background more than 2 pixels from the object, 1.9. (An
+    # measured 1.52; on background more than 2 pixels from the object, 1.84. (An
     # untrained network shows much the same contrast, so this is the issue's
     # check that the maps look right; the test above is the one that shows the
     # maps follow what the network learnt.)
