@@ -957,3 +957,21 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         logits = self._logits(X)  # checks that the model is fitted
         return self.classes_[logits.argmax(axis=1)]
+
+    # -- inspection ----------------------------------------------------------------
+
+    def summary(self):
+        """The fitted network layer by layer, like Keras's ``model.summary()``.
+
+        Returns
+        -------
+        skcnn.network.Summary
+            Printed (or shown in a notebook) it is a table: each layer of
+            ``network_.layers`` with its output shape for one image
+            (channels-last ``(H, W, C)``, as computed, or ``(features,)``), its
+            number of learnable values and its forward FLOPs per image, then
+            the totals. ``.rows``, ``.total_params`` and ``.flops`` hold the
+            figures.
+        """
+        check_is_fitted(self)
+        return self.network_.summary(self.input_shape_)

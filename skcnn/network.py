@@ -11,6 +11,8 @@ meets images, and the speed reorderings that keep the function), and
 :meth:`Network.from_layers` builds it.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .layers import (
@@ -366,3 +368,111 @@ class Network:
     def __repr__(self):
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"Network([\n  {inner}\n], dtype={self.dtype.name})"
+
+    # -- summary -------------------------------------------------------------
+
+    def summary(self, input_shape):
+        """Each layer's output shape, parameter count and forward FLOPs.
+
+        Parameters
+        ----------
+        input_shape : (C, H, W)
+            One input image.
+
+        Returns
+        -------
+        Summary
+            Its rows follow :attr:`layers` (the executed list); printed, it is
+            a table.
+        """
+        c, h, w = input_shape
+        shape = (h, w, c)  # channels-last, as the layers compute
+        rows = []
+        for layer in self.layers:
+            out = layer.output_shape(shape)
+            n_params = sum(int(v.size) for v in layer.params.values())
+            rows.append(LayerSummary(repr(layer), out, n_params, layer_flops(layer, shape, out)))
+            shape = out
+        return Summary(rows)
+
+
+class LayerSummary(NamedTuple):
+    """One row of :class:`Summary`."""
+
+    layer: str  # the layer's repr
+    output_shape: tuple  # one sample, channels-last
+    n_params: int
+    flops: int  # per image
+
+
+class Summary:
+    """A network's layers, output shapes, parameters and FLOPs, as a table.
+
+    ``rows`` holds one :class:`LayerSummary` per layer; ``total_params`` and
+    ``flops`` (forward, per image) are their totals. ``str()`` and ``repr()``
+    give the table.
+    """
+
+    def __init__(self, rows):
+        self.rows = list(rows)
+        self.total_params = sum(r.n_params for r in self.rows)
+        self.flops = sum(r.flops for r in self.rows)
+
+    def __str__(self):
+        header = ("Layer", "Output shape", "Params", "FLOPs")
+        cells = [header] + [
+            (r.layer, str(r.output_shape), f"{r.n_params:,}", f"{r.flops:,}") for r in self.rows
+        ]
+        widths = [max(len(row[i]) for row in cells) for i in range(4)]
+
+        def line(row):  # text columns to the left, numbers to the right
+            cells = zip(row, widths)
+            return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(cells))
+
+        rule = "=" * len(line(header))
+        return "\n".join([
+            line(header), rule, *map(line, cells[1:]), rule,
+            f"Total params: {self.total_params:,}",
+            f"Forward FLOPs per image: {self.flops:,} (a multiply-add counts as 2; softmax not counted)",
+        ])  # fmt: skip
+
+    __repr__ = __str__
+
+
+def _size(shape):
+    return int(np.prod(shape))
+
+
+def _conv_flops(layer, shape, out):
+    k = layer.kernel_size
+    return 2 * _size(out) * k * k * shape[-1] + (_size(out) if "b" in layer.params else 0)
+
+
+def _dense_flops(layer, shape, out):
+    return 2 * shape[0] * out[0] + (out[0] if "b" in layer.params else 0)
+
+
+#: FLOPs of one image through a layer, as skcnn's prediction computes it:
+#: ``f(layer, input_shape, output_shape)``, shapes of one sample, channels-last.
+#: A comparison (max, ReLU) counts as one operation.
+_FLOPS = {
+    Rescale: lambda layer, shape, out: 2 * _size(shape),  # subtract, divide
+    Conv2D: _conv_flops,
+    MaxPool2D: lambda layer, shape, out: _size(out) * (layer.pool_size**2 - 1),  # comparisons
+    Bias: lambda layer, shape, out: _size(out),
+    ReLU: lambda layer, shape, out: _size(out),
+    Dense: _dense_flops,
+    Flatten: lambda layer, shape, out: 0,
+    Dropout: lambda layer, shape, out: 0,  # the identity in prediction
+    BatchNorm: lambda layer, shape, out: 3 * _size(out),  # subtract the mean, scale, shift
+}
+
+
+def layer_flops(layer, input_shape, output_shape):
+    """Forward FLOPs of one sample through ``layer`` (see :data:`_FLOPS`)."""
+    try:
+        count = _FLOPS[type(layer)]
+    except KeyError:
+        name = type(layer).__name__
+        raise ValueError(f"no FLOP count for {name} layers; add one to skcnn.network._FLOPS") from None
+    return int(count(layer, input_shape, output_shape))

@@ -6,7 +6,7 @@ figure, and returns what it drew on, so callers can adjust and save it.
 
 import numpy as np
 
-__all__ = ["plot_predictions", "plot_learning_curve", "plot_confusion_matrix", "plot_filters"]
+__all__ = ["plot_predictions", "plot_learning_curve", "plot_confusion_matrix", "plot_filters", "plot_saliency"]
 
 
 def _images(X, input_shape):
@@ -163,4 +163,56 @@ def plot_filters(estimator, fig=None):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("first-layer filters")
+    return fig
+
+
+def plot_saliency(estimator, X, target=None, n=6, ncols=3, fig=None):
+    """Images beside their saliency maps (Simonyan et al., 2014).
+
+    Each image (first channel, as in :func:`plot_predictions`) is titled with
+    the class whose score is differentiated; beside it, the largest absolute
+    gradient over the channels at each pixel, scaled to the image's own
+    maximum (brighter: a pixel that moves the score more).
+
+    Parameters
+    ----------
+    estimator : fitted CNNClassifier
+    X : images or flat samples; the first ``n`` are shown
+    target : label or labels, optional
+        As in :func:`skcnn.inspection.saliency`; None: the predicted classes.
+    n : int
+    ncols : int
+        Image-and-map pairs per row.
+    fig : matplotlib Figure, optional
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .inspection import saliency
+
+    n = min(n, len(X))
+    X = X[:n]
+    if target is None:
+        target = estimator.predict(X)
+    target = np.broadcast_to(np.asarray(target), (n,))
+    maps = np.abs(saliency(estimator, X, target)).max(axis=1)  # (n, H, W)
+    images = _images(X, estimator.input_shape_)
+    ncols = min(ncols, n)
+    nrows = int(np.ceil(n / ncols))
+    if fig is None:
+        fig = plt.figure(figsize=(3.2 * ncols, 1.8 * nrows))
+    for i in range(n):
+        ax = fig.add_subplot(nrows, 2 * ncols, 2 * i + 1)
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_title(f"class {target[i]}", fontsize=9)
+        ax = fig.add_subplot(nrows, 2 * ncols, 2 * i + 2)
+        ax.imshow(maps[i], cmap="inferno", vmin=0, vmax=float(maps[i].max()) or 1.0)
+        ax.set_title("saliency", fontsize=9)
+    for ax in fig.axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
     return fig

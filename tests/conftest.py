@@ -50,3 +50,28 @@ def check_layer_gradients(layer, x, rng, tol=1e-6):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    """Fashion-MNIST images ``(X_train, X_test, y_train, y_test)``, from
+    Debian's dataset-fashion-mnist; tests that need it skip where it is not
+    installed."""
+    from skcnn.datasets import DEBIAN_FASHION_MNIST, load_idx_dataset
+
+    if not DEBIAN_FASHION_MNIST.is_dir():
+        pytest.skip(f"Fashion-MNIST is not installed in {DEBIAN_FASHION_MNIST}")
+    return load_idx_dataset(DEBIAN_FASHION_MNIST, shape="images")
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A client of one two-process LocalCluster (one thread each) on
+    127.0.0.1, shared by the tests and examples that use Dask."""
+    distributed = pytest.importorskip("dask.distributed")
+    cluster = distributed.LocalCluster(  # (dashboard_address=None would still take port 8787)
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    )
+    with distributed.Client(cluster) as client:
+        yield client
+    cluster.close()

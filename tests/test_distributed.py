@@ -1,4 +1,6 @@
-"""GridSearchCV through Dask's joblib backend, and what travels between processes."""
+"""On a Dask cluster: GridSearchCV through Dask's joblib backend, training
+block by block with dask-ml's Incremental, predicting with ParallelPostFit,
+and what travels between processes."""
 
 import pickle
 import sys
@@ -12,7 +14,7 @@ from sklearn.model_selection import GridSearchCV
 from skcnn import CNNClassifier
 from skcnn.parallel import n_threads
 
-distributed = pytest.importorskip("dask.distributed")
+pytest.importorskip("dask.distributed")
 
 
 def search(n_jobs):
@@ -30,17 +32,7 @@ def _worker_threads():
     return n_threads(), min(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
 
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
-    )
-    with distributed.Client(cluster) as c:
-        yield c
-    cluster.close()
-
-
-def test_grid_search_on_dask_matches_the_local_search(client):
+def test_grid_search_on_dask_matches_the_local_search(dask_client):
     X, y = load_digits(return_X_y=True)
     X = X.astype(np.float32)
     local = search(n_jobs=1).fit(X, y)
@@ -52,9 +44,9 @@ def test_grid_search_on_dask_matches_the_local_search(client):
     assert local.cv_results_["mean_test_score"].max() > 0.8
 
 
-def test_no_oversubscription_on_dask_workers(client):
+def test_no_oversubscription_on_dask_workers(dask_client):
     # two single-threaded workers on two cores: skcnn and BLAS use one thread each
-    for skcnn_threads, blas_threads in client.run(_worker_threads).values():
+    for skcnn_threads, blas_threads in dask_client.run(_worker_threads).values():
         assert skcnn_threads == 1 and blas_threads == 1
 
 
@@ -74,3 +66,45 @@ def test_pickled_model_is_its_parameters_plus_optimizer_state():
     essential = sum(a.nbytes for a in arrays) + sum(a.nbytes for a in clf._optimizer.state_arrays())
     size = len(pickle.dumps(clf))
     assert essential <= size <= 1.10 * essential, (size, essential)
+
+
+@pytest.fixture(scope="module")
+def incremental(dask_client, fashion_mnist, tmp_path_factory):
+    """One pass of dask-ml's Incremental over 5,000 Fashion-MNIST images in
+    10 blocks of 500, which the workers read from disk themselves."""
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    X_train, _, y_train, _ = fashion_mnist
+    folder = tmp_path_factory.mktemp("blocks")
+    for i in range(10):
+        np.save(folder / f"{i}.npy", X_train[500 * i : 500 * (i + 1)])
+    load = dask.delayed(np.load)
+    images = da.concatenate(
+        [da.from_delayed(load(folder / f"{i}.npy"), (500, 1, 28, 28), np.float32) for i in range(10)]
+    )  # (5000, 1, 28, 28), never in this process's memory
+    # dask-ml's wrappers take 2-D blocks (see the README): rows of pixels,
+    # block by block, with input_shape saying how to read them
+    X = images.reshape(len(images), -1)
+    assert X.chunks == ((500,) * 10, (784,))
+    y = da.from_array(y_train[:5000], chunks=500)
+    model = wrappers.Incremental(CNNClassifier(input_shape=(1, 28, 28), random_state=0), random_state=0)
+    return model.fit(X, y, classes=np.arange(10))
+
+
+def test_incremental_trains_block_by_block_through_partial_fit(incremental, fashion_mnist):
+    _, X_test, _, y_test = fashion_mnist
+    clf = incremental.estimator_
+    assert clf.n_iter_ == 10 and clf.t_ == 5000  # one partial_fit call (one epoch) per block
+    assert clf.score(X_test[:2000], y_test[:2000]) >= 0.7  # measured: 0.7885
+
+
+def test_parallel_post_fit_predicts_as_predict(incremental, fashion_mnist):
+    da = pytest.importorskip("dask.array")
+    wrappers = pytest.importorskip("dask_ml.wrappers")
+    X = fashion_mnist[1][:1000]
+    clf = incremental.estimator_
+    model = wrappers.ParallelPostFit(clf)
+    blocks = da.from_array(X, chunks=(250, 1, 28, 28)).reshape(len(X), -1)
+    np.testing.assert_array_equal(model.predict(blocks).compute(), clf.predict(X))
+    np.testing.assert_allclose(model.predict_proba(blocks).compute(), clf.predict_proba(X), rtol=0, atol=1e-6)

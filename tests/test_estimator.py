@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.datasets import load_digits, make_blobs
+from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
@@ -282,3 +283,18 @@ def test_results_do_not_depend_on_the_number_of_threads(digits):
         one = CNNClassifier(**params).fit(X_train, y_train)
     assert one.loss_curve_ == two.loss_curve_
     np.testing.assert_array_equal(one.predict_proba(X_test), two.predict_proba(X_test))
+
+
+def test_summary_is_a_table_of_the_fitted_network(fitted):
+    summary = fitted.summary()
+    layers = fitted.network_.layers
+    assert [row.layer for row in summary.rows] == [repr(layer) for layer in layers]
+    assert summary.rows[1].output_shape == (8, 8, 16)  # channels-last, as computed
+    assert summary.rows[-1].output_shape == (10,)
+    assert summary.total_params == sum(p.size for p in fitted.network_.params())
+    text = repr(summary)
+    assert text == str(summary) and len(text.splitlines()) == len(layers) + 5
+    assert f"Total params: {summary.total_params:,}" in text
+    assert f"Forward FLOPs per image: {summary.flops:,}" in text
+    with pytest.raises(NotFittedError):
+        CNNClassifier().summary()

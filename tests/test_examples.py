@@ -1,5 +1,6 @@
 """Every example runs, on small settings, so none can rot."""
 
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -14,7 +15,11 @@ SMALL = {
     "grid_search_learning_rate.py": ["--epochs", "2", "--n-jobs", "1"],
     "pipeline_and_persistence.py": ["--epochs", "2"],
     "distributed_search.py": ["--epochs", "1", "--workers", "1"],
+    "incremental_dask.py": ["--n-train", "600", "--blocks", "2", "--n-test", "200"],  # + --scheduler
+    "inspect_and_export.py": ["--n-train", "300", "--epochs", "1", "--n-test", "300"],
 }
+#: Optional packages an example needs (in the test extra).
+NEEDS = {"incremental_dask.py": ["dask_ml"], "inspect_and_export.py": ["onnx", "onnxruntime"]}
 
 
 def test_every_example_is_covered():
@@ -22,9 +27,14 @@ def test_every_example_is_covered():
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_example_runs(name, tmp_path, monkeypatch, capsys):
+def test_example_runs(name, tmp_path, monkeypatch, capsys, request):
+    for module in NEEDS.get(name, []):
+        pytest.importorskip(module)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", [name, *SMALL[name]])
+    argv = [name, *SMALL[name]]
+    if name == "incremental_dask.py":  # on the suite's cluster (distributed_search.py makes its own)
+        argv += ["--scheduler", request.getfixturevalue("dask_client").scheduler.address]
+    monkeypatch.setattr(sys, "argv", argv)
     if name == "train_mnist.py":  # no network here: the example must fall back, and say so
         import urllib.error
 
@@ -38,3 +48,9 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys):
     assert "accuracy" in out or "best" in out
     if name == "pipeline_and_persistence.py":
         assert out.count("identical probabilities: True") == 2
+    if name == "incremental_dask.py":
+        assert "2 partial_fit calls" in out and "on 2 workers" in out and "equal predict's: True" in out
+    if name == "inspect_and_export.py":
+        assert "Total params" in out
+        assert float(re.search(r"predict_proba by at most (\S+),", out).group(1)) < 1e-5
+        assert (tmp_path / "saliency.png").stat().st_size > 2000 and (tmp_path / "model.onnx").exists()

@@ -570,3 +570,48 @@ def test_rescale_is_planned_first_and_scales_the_input(rng):
     net.layers[0].buffers["shift"][...] = 2.0
     net.layers[0].buffers["scale"][...] = 4.0
     np.testing.assert_allclose(net.forward(4 * x + 2), before, rtol=1e-10)
+
+
+
+
+@pytest.mark.parametrize(
+    "kwargs,input_shape",
+    [
+        ({}, (1, 28, 28)),
+        (PRESETS["deep"], (3, 16, 16)),
+        (dict(conv_filters=(5, (6, 7)), kernel_size=5, hidden_layer_sizes=(9, 8)), (2, 7, 9)),
+    ],
+    ids=["origin", "deep", "odd"],
+)
+def test_summary_rows_follow_the_forward_pass(kwargs, input_shape, rng):
+    net = make(kwargs, input_shape, dtype=np.float32)
+    summary = net.summary(input_shape)
+    assert len(summary.rows) == len(net.layers)
+    assert summary.total_params == sum(p.size for p in net.params())
+    h = rng.random((2, *input_shape), dtype=np.float32).transpose(0, 2, 3, 1)
+    for layer, row in zip(net.layers, summary.rows):
+        h = layer.forward(h)
+        assert row.layer == repr(layer)
+        assert row.output_shape == h.shape[1:]
+        assert row.n_params == sum(p.size for p in layer.params.values())
+    assert summary.flops == sum(row.flops for row in summary.rows) > 0
+
+
+def test_summary_flops_of_the_origin_network():
+    rows = make({}, (1, 28, 28), n_classes=10).summary((1, 28, 28)).rows
+    # a multiply-add counts 2; the convolutions' biases are added after the pools
+    convs = [r.flops for r in rows if r.layer.startswith("Conv2D")]
+    assert convs == [2 * 28 * 28 * 16 * 9, 2 * 14 * 14 * 32 * 9 * 16]
+    dense = [r.flops for r in rows if r.layer.startswith("Dense")]
+    assert dense == [2 * 1568 * 100 + 100, 2 * 100 * 10 + 10]
+    pools = [r.flops for r in rows if r.layer.startswith("MaxPool2D")]
+    assert pools == [14 * 14 * 16 * 3, 7 * 7 * 32 * 3]  # three comparisons per 2x2 window
+
+
+def test_every_layer_type_has_a_flop_count():
+    from skcnn import layers as L
+    from skcnn.network import _FLOPS
+
+    kinds = [getattr(L, name) for name in L.__all__]
+    layer_types = {k for k in kinds if isinstance(k, type) and issubclass(k, L.Layer) and k is not L.Layer}
+    assert layer_types <= set(_FLOPS), sorted(k.__name__ for k in layer_types - set(_FLOPS))

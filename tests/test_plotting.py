@@ -7,11 +7,13 @@ import pytest  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from skcnn import CNNClassifier  # noqa: E402
+from skcnn.inspection import saliency  # noqa: E402
 from skcnn.plotting import (  # noqa: E402
     plot_confusion_matrix,
     plot_filters,
     plot_learning_curve,
     plot_predictions,
+    plot_saliency,
 )
 
 
@@ -71,3 +73,17 @@ def test_plots_name_the_classes_and_title_the_confusion_matrix(model_and_data, t
     assert fig.axes[0].get_title().startswith(f"true class {y[0]}\npred class ")
     with pytest.raises(ValueError, match="2 names for 10 classes"):
         plot_predictions(clf, X[:3], class_names=["a", "b"])
+
+
+def test_plot_saliency_draws_each_image_beside_its_map(model_and_data, tmp_path):
+    clf, X, _ = model_and_data
+    fig = plot_saliency(clf, X, n=5, ncols=2)
+    assert len(fig.axes) == 10
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0::2] == [f"class {c}" for c in clf.predict(X[:5])] and set(titles[1::2]) == {"saliency"}
+    maps = np.abs(saliency(clf, X[:5])).max(axis=1)
+    for ax, expected in zip(fig.axes[1::2], maps):
+        np.testing.assert_array_equal(ax.images[0].get_array(), expected)
+    fig = plot_saliency(clf, X, target=7, n=2)
+    assert [ax.get_title() for ax in fig.axes[0::2]] == ["class 7", "class 7"]
+    saved_png(fig, tmp_path / "saliency.png")

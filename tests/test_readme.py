@@ -9,28 +9,59 @@ import pytest
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
-# the examples that need nothing beyond the package, and the Dask one
-LOCAL = [block for block in BLOCKS if "dask" not in block]
+# the examples that need nothing beyond the package; ONNX export, which runs
+# on the classifier the first example fits; the Dask ones (a cluster)
+LOCAL = [block for block in BLOCKS if "dask" not in block and "onnxruntime" not in block]
+ONNX = [block for block in BLOCKS if "onnxruntime" in block]
 DASK = [block for block in BLOCKS if "dask" in block]
 
 
 def test_the_readme_has_the_examples_this_file_runs():
-    assert len(LOCAL) == 3 and len(DASK) == 1 and len(BLOCKS) == 4
+    assert len(LOCAL) == 3 and len(ONNX) == 1 and len(DASK) == 2 and len(BLOCKS) == 6
     assert "CNNClassifier(random_state=0).fit" in LOCAL[0]
     assert "Residual(" in LOCAL[1]
     assert "memorise" in LOCAL[2]
+    assert "export_onnx(clf" in ONNX[0]
     assert "GridSearchCV" in DASK[0] and 'if __name__ == "__main__":' in DASK[0]
+    assert "Incremental" in DASK[1]  # examples/incremental_dask.py runs it (tests/test_examples.py)
 
 
-@pytest.mark.parametrize("block", LOCAL, ids=["estimator", "layers", "engine"])
-def test_readme_example_prints_the_figures_its_comments_claim(block):
+def run(block, namespace):
+    """Execute ``block``; returns the figures it printed and those its comments claim."""
     claimed = [float(m) for m in re.findall(r"^print\(.*\)\s+#\s*([0-9.]+)", block, re.M)]
     assert claimed, "every example ends with a print(...)  # figure line"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(block, "README.md", "exec"), {})
-    printed = [float(line) for line in out.getvalue().split()]
+        exec(compile(block, "README.md", "exec"), namespace)
+    return [float(line) for line in out.getvalue().split()], claimed
+
+
+@pytest.fixture(scope="module")
+def estimator_example():
+    namespace = {}
+    return namespace, run(LOCAL[0], namespace)
+
+
+def test_readme_estimator_example_prints_the_figure_its_comment_claims(estimator_example):
+    _, (printed, claimed) = estimator_example
     assert printed == pytest.approx(claimed, rel=0.05)
+
+
+@pytest.mark.parametrize("block", LOCAL[1:], ids=["layers", "engine"])
+def test_readme_example_prints_the_figures_its_comments_claim(block):
+    printed, claimed = run(block, {})
+    assert printed == pytest.approx(claimed, rel=0.05)
+
+
+def test_readme_onnx_example_runs_the_exported_classifier(estimator_example, tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    monkeypatch.chdir(tmp_path)  # it writes model.onnx
+    namespace, _ = estimator_example
+    printed, claimed = run(ONNX[0], dict(namespace))
+    assert printed == claimed
+    n_weights = sum(p.size for p in namespace["clf"].network_.params())
+    assert (tmp_path / "model.onnx").stat().st_size > 4 * n_weights  # float32 weights inside
 
 
 def test_readme_dask_example_runs_as_a_script(monkeypatch):
