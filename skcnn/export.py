@@ -23,7 +23,20 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
-from .layers import BatchNorm, Bias, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Rescale
+from .layers import (
+    AvgPool2D,
+    BatchNorm,
+    Bias,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Rescale,
+    Residual,
+)
 
 __all__ = ["export_onnx", "OPSET"]
 
@@ -38,16 +51,22 @@ OPSET = 17
 
 def _conv_kernel(conv):
     """The kernel in ONNX's layout, (filters, C_in, KH, KW)."""
-    return conv.params["W"].transpose(0, 3, 1, 2)  # ours: (filters, KH, KW, C_in)
+    return conv.params["W"].transpose(3, 2, 0, 1)  # ours: HWIO, (KH, KW, C_in, filters)
 
 
 def _conv_attributes(conv):
-    k, s, p = conv.kernel_size, conv.stride, conv.padding
+    k, s, p = conv.kernel_size, conv.stride, conv.pad  # pad: pixels on each side ("same" too)
     return dict(kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p])
 
 
 def _pool_window(pool):
-    return pool.pool_size, pool.stride
+    """Window side and effective stride (the stride defaults to the window)."""
+    return pool.pool_size, pool.step
+
+
+def _residual_parts(block):
+    """The branch's layers and the projection shortcut (a Conv2D, or None)."""
+    return block.layers, block.projection
 
 
 def _bias(layer):
@@ -101,14 +120,32 @@ def _conv(g, layer, x, shape):
     return g.add("Conv", inputs, **_conv_attributes(layer))
 
 
-def _max_pool(g, layer, x, shape):
+def _pool_pads(layer, shape):
+    """ONNX pads ``[top, left, bottom, right]`` that give our partial edge
+    windows: the far edges padded by what the last window sticks out."""
     k, s = _pool_window(layer)
     (h, w, _), (oh, ow, _) = shape, layer.output_shape(shape)
-    # Our partial windows at the far edges take the maximum of the pixels they
-    # cover; ONNX's max pool leaves padding out of the maximum, so padding the
-    # far edges by what the last window sticks out is the same function.
-    pads = [0, 0, max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - w, 0)]
-    return g.add("MaxPool", [x], kernel_shape=[k, k], strides=[s, s], pads=pads)
+    return [0, 0, max((oh - 1) * s + k - h, 0), max((ow - 1) * s + k - w, 0)]
+
+
+def _max_pool(g, layer, x, shape):
+    # Our partial windows take the maximum of the pixels they cover; ONNX's
+    # max pool leaves padding out of the maximum: the same function.
+    k, s = _pool_window(layer)
+    return g.add("MaxPool", [x], kernel_shape=[k, k], strides=[s, s], pads=_pool_pads(layer, shape))
+
+
+def _avg_pool(g, layer, x, shape):
+    # Our partial windows average the pixels they cover; count_include_pad=0
+    # makes ONNX divide by the pixels covered too, not by k*k.
+    k, s = _pool_window(layer)
+    pads = _pool_pads(layer, shape)
+    return g.add("AveragePool", [x], kernel_shape=[k, k], strides=[s, s], pads=pads, count_include_pad=0)
+
+
+def _global_avg_pool(g, layer, x, shape):
+    pooled = g.add("GlobalAveragePool", [x])  # (N, C, 1, 1)
+    return g.add("Flatten", [pooled], axis=1)  # (N, C), as ours
 
 
 def _bias_layer(g, layer, x, shape):
@@ -158,13 +195,10 @@ def _batch_norm(g, layer, x, shape):
 
 def _residual(g, layer, x, shape):
     """A residual block: ``branch(x) + x``, or ``branch(x) + projection(x)``
-    with a 1x1 convolution, the branch being the block's ``layers``.
-
-    Not in :data:`_EXPORTERS` until :mod:`skcnn.layers` has a residual block;
-    ``tests/test_export.py`` registers a stand-in that computes the same.
-    """
-    branch, _ = _export_stack(g, layer.layers, x, shape)
-    skip = x if layer.projection is None else _conv(g, layer.projection, x, shape)
+    with a 1x1 convolution; nothing follows the add inside the block."""
+    branch_layers, projection = _residual_parts(layer)
+    branch, _ = _export_stack(g, branch_layers, x, shape)
+    skip = x if projection is None else _conv(g, projection, x, shape)
     return g.add("Add", [branch, skip])
 
 
@@ -174,12 +208,15 @@ _EXPORTERS = {
     Rescale: _rescale,
     Conv2D: _conv,
     MaxPool2D: _max_pool,
+    AvgPool2D: _avg_pool,
+    GlobalAvgPool2D: _global_avg_pool,
     Bias: _bias_layer,
     ReLU: _relu,
     Dropout: _identity,
     Flatten: _flatten,
     Dense: _dense,
     BatchNorm: _batch_norm,
+    Residual: _residual,
 }
 
 

@@ -10,7 +10,7 @@ by the engine's own backward pass, on the function ``predict`` computes.
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from .layers import BatchNorm, Conv2D, Dropout, Layer
+from .layers import BatchNorm, Conv2D, Dropout, Layer, Residual
 from .network import PREDICT_BATCH, Network
 
 __all__ = ["saliency"]
@@ -38,27 +38,39 @@ class _FrozenBatchNorm(Layer):
         return grad * (gamma / np.sqrt(var + var.dtype.type(self.layer.eps)))
 
 
+def _prediction_layers(layers):
+    """``layers`` (replicas) as prediction computes them, differentiable:
+    dropout left out (the identity in prediction), batch norm frozen at its
+    running statistics, inside residual blocks too."""
+    out = []
+    for layer in layers:
+        if isinstance(layer, Dropout):
+            continue
+        if isinstance(layer, BatchNorm):
+            layer = _FrozenBatchNorm(layer)
+        elif isinstance(layer, Residual):
+            layer.layers = _prediction_layers(layer.layers)  # the replica's own list
+        out.append(layer)
+    return out
+
+
 def _differentiable(network):
     """A network computing ``network``'s prediction function whose training
     pass caches what backward needs, down to the input gradient.
 
     It is built from a replica (the same weight arrays, its own caches,
     gradients and copies of the buffers), so nothing done to it changes the
-    model: dropout is left out (the identity in prediction), batch norm is
-    frozen at its running statistics, and every convolution computes its
-    input gradient (the first one skips it in training).
+    model: dropout is left out, batch norm is frozen at its running
+    statistics, and every convolution computes its input gradient (the
+    network's first one skips it in training).
     """
     (replica,) = network.replicas(1, np.random.default_rng(0))  # the generator only feeds dropout
-    layers = []
-    for layer in replica.layers:
-        if isinstance(layer, Dropout):
-            continue
-        if isinstance(layer, BatchNorm):
-            layer = _FrozenBatchNorm(layer)
-        elif isinstance(layer, Conv2D):
+    differentiable = Network(_prediction_layers(replica.layers), network.dtype)
+    # after Network(), which switches the first convolution's input gradient off
+    for _, layer in differentiable.named_layers():
+        if isinstance(layer, Conv2D):
             layer.input_grad = True
-        layers.append(layer)
-    return Network(layers, network.dtype)
+    return differentiable
 
 
 def _class_indices(classes, target, n):
@@ -116,7 +128,7 @@ def saliency(estimator, X, target=None):
     images = estimator._validate_input(X, reset=False)  # (n, C, H, W) in the network's dtype
     n = len(images)
     if target is None:
-        indices = estimator.network_.predict_scores(images).argmax(axis=1)
+        indices = estimator.network_.predict_logits(images).argmax(axis=1)
     else:
         indices = _class_indices(estimator.classes_, target, n)
     network = _differentiable(estimator.network_)

@@ -23,10 +23,12 @@ from .layers import (
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
     Layer,
     MaxPool2D,
     ReLU,
     Rescale,
+    Residual,
     SoftmaxCrossEntropy,
     layer_from_config,
 )
@@ -371,26 +373,27 @@ class Network:
 
     # -- summary -------------------------------------------------------------
 
-    def summary(self, input_shape):
+    def summary(self, input_shape=None):
         """Each layer's output shape, parameter count and forward FLOPs.
 
         Parameters
         ----------
-        input_shape : (C, H, W)
-            One input image.
+        input_shape : (C, H, W), optional
+            One input image; default :attr:`input_shape`.
 
         Returns
         -------
         Summary
             Its rows follow :attr:`layers` (the executed list); printed, it is
-            a table.
+            a table. A residual block is one row, counting the parameters and
+            FLOPs of its branch, its projection and the add.
         """
-        c, h, w = input_shape
+        c, h, w = self.input_shape if input_shape is None else input_shape
         shape = (h, w, c)  # channels-last, as the layers compute
         rows = []
         for layer in self.layers:
             out = layer.output_shape(shape)
-            n_params = sum(int(v.size) for v in layer.params.values())
+            n_params = sum(int(v.size) for v in _params_of(layer))  # a residual block's too
             rows.append(LayerSummary(repr(layer), out, n_params, layer_flops(layer, shape, out)))
             shape = out
         return Summary(rows)
@@ -452,19 +455,36 @@ def _dense_flops(layer, shape, out):
     return 2 * shape[0] * out[0] + (out[0] if "b" in layer.params else 0)
 
 
+def _residual_flops(layer, shape, out):
+    """The branch's layers, the projection (if any) and the add."""
+    total, h = 0, shape
+    for sub in layer.layers:
+        h_out = sub.output_shape(h)
+        total += layer_flops(sub, h, h_out)
+        h = h_out
+    if layer.projection is not None:
+        total += layer_flops(layer.projection, shape, out)
+    return total + _size(out)
+
+
 #: FLOPs of one image through a layer, as skcnn's prediction computes it:
 #: ``f(layer, input_shape, output_shape)``, shapes of one sample, channels-last.
-#: A comparison (max, ReLU) counts as one operation.
+#: A comparison (max, ReLU) counts as one operation; pools count every
+#: position of a window, as the code computes them (partial edge windows on
+#: padding too).
 _FLOPS = {
     Rescale: lambda layer, shape, out: 2 * _size(shape),  # subtract, divide
     Conv2D: _conv_flops,
     MaxPool2D: lambda layer, shape, out: _size(out) * (layer.pool_size**2 - 1),  # comparisons
+    AvgPool2D: lambda layer, shape, out: _size(out) * layer.pool_size**2,  # k*k - 1 adds, a divide
+    GlobalAvgPool2D: lambda layer, shape, out: _size(shape),  # H*W - 1 adds and a divide per channel
     Bias: lambda layer, shape, out: _size(out),
     ReLU: lambda layer, shape, out: _size(out),
     Dense: _dense_flops,
     Flatten: lambda layer, shape, out: 0,
     Dropout: lambda layer, shape, out: 0,  # the identity in prediction
     BatchNorm: lambda layer, shape, out: 3 * _size(out),  # subtract the mean, scale, shift
+    Residual: _residual_flops,
 }
 
 

@@ -10,37 +10,10 @@ from sklearn.exceptions import NotFittedError
 
 from skcnn import CNNClassifier
 from skcnn import layers as L
-from skcnn.export import _EXPORTERS, _residual, export_onnx
-from skcnn.network import Network
+from skcnn.export import _EXPORTERS, export_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-
-class ResidualStandIn(L.Layer):
-    """What the layer-list issue's Residual computes in prediction:
-    ``branch(x) + x``, or ``branch(x) + projection(x)``. It stands in for it
-    until that layer exists, so that the exporter's recursion is tested."""
-
-    def __init__(self, layers, projection=None):
-        super().__init__()
-        self.layers, self.projection = layers, projection
-
-    def forward(self, x, training=False):
-        h = x
-        for layer in self.layers:
-            h = layer.forward(h)
-        return h + (x if self.projection is None else self.projection.forward(x))
-
-    def output_shape(self, input_shape):
-        for layer in self.layers:
-            input_shape = layer.output_shape(input_shape)
-        return input_shape
-
-
-@pytest.fixture(autouse=True)
-def _register_residual(monkeypatch):
-    monkeypatch.setitem(_EXPORTERS, ResidualStandIn, _residual)
 
 
 @pytest.fixture(scope="module")
@@ -49,62 +22,69 @@ def digits():
     return X.reshape(-1, 1, 8, 8).astype(np.float32), y
 
 
-def randomise(layers, rng):
-    """Non-trivial biases and batch-norm statistics, so that every array counts."""
-    for layer in layers:
-        for sub in [layer, *getattr(layer, "layers", []), getattr(layer, "projection", None)]:
-            for name, v in getattr(sub, "params", {}).items():
-                if v.ndim == 1:
-                    v[...] = rng.normal(1.0 if name == "gamma" else 0.0, 0.3, v.shape)
-            if isinstance(sub, L.BatchNorm):
-                sub.buffers["running_mean"][...] = rng.normal(0, 0.5, sub.n_features)
-                sub.buffers["running_var"][...] = rng.uniform(0.3, 3.0, sub.n_features)
-    return layers
-
-
-def custom_stack(rng):
-    """Every layer type off the presets' paths: strides, no padding, 5x5 and
-    1x1 kernels, overlapping and partial pooling windows, a pool larger than
+def custom_stack():
+    """Layers off the presets' paths: strides, no padding, 1x1 input to a
+    dense layer, overlapping and partial pooling windows, a pool larger than
     its input, batch norm on images and on vectors, dropout."""
-    f32 = dict(rng=rng, dtype=np.float32)
     return [
-        L.Conv2D(1, 6, 3, stride=1, padding=0, **f32),  # 8x8 -> 6x6
+        L.Conv2D(6, 3),  # 8x8 -> 6x6
         L.MaxPool2D(3, stride=2),  # -> 3x3, the last window partial (negative values inside)
-        L.Conv2D(6, 8, 3, stride=2, padding=1, bias=False, **f32),  # -> 2x2
-        L.BatchNorm(8),
+        L.Conv2D(8, 3, stride=2, padding=1, bias=False),  # -> 2x2
+        L.BatchNorm(),
         L.ReLU(),
         L.MaxPool2D(3),  # a 3x3 window over a 2x2 input: -> 1x1
-        L.Flatten(),
-        L.Dense(8, 12, bias=False, **f32),
-        L.BatchNorm(12),
+        L.Dense(12, bias=False),
+        L.BatchNorm(),
         L.ReLU(),
-        L.Dropout(0.5, rng=rng),
-        L.Dense(12, 10, **f32),
+        L.Dropout(0.5),
     ]
 
 
-def residual_stack(rng):
-    f32 = dict(rng=rng, dtype=np.float32)
+def residual_stack():
+    """A block that keeps the shape, then a strided one with a projection
+    shortcut (a 1x1 convolution, stride 2), ending in global average pooling."""
     return [
-        L.Conv2D(1, 4, 3, padding=1, **f32),
+        L.Conv2D(4, 3, padding=1),
         L.ReLU(),
-        ResidualStandIn(
-            [L.Conv2D(4, 4, 3, padding=1, bias=False, **f32), L.BatchNorm(4), L.ReLU(),
-             L.Conv2D(4, 4, 5, padding=2, **f32)]
-        ),  # fmt: skip
+        L.Residual([L.Conv2D(4, 3, padding="same", bias=False), L.BatchNorm(), L.ReLU(), L.Dropout(0.2),
+                    L.Conv2D(4, 5, padding="same")]),  # fmt: skip
         L.ReLU(),
-        L.MaxPool2D(2),
-        ResidualStandIn([L.Conv2D(4, 6, 3, padding=1, **f32), L.ReLU()], projection=L.Conv2D(4, 6, 1, **f32)),
-        L.MaxPool2D(2, stride=3),  # windows with gaps between them
-        L.Flatten(),
-        L.Dense(24, 10, **f32),
+        L.Residual([L.Conv2D(6, 3, stride=2, padding="same"), L.ReLU(), L.Conv2D(6, 3, padding=1)]),  # 8 -> 4
+        L.ReLU(),
+        L.MaxPool2D(2, stride=3),  # windows with gaps between them: 4x4 -> 2x2
+        L.GlobalAvgPool2D(),
     ]
 
 
-def with_stack(clf, stack):
-    """``clf`` predicting with a hand-built stack behind its fitted input scaling."""
+def avg_pool_stack():
+    """Average pools whose edge windows are partial (averaged over the pixels
+    they cover), overlapping, gapped and larger than the input."""
+    return [
+        L.Conv2D(5, 3, padding="same"),  # its bias moves after the pool
+        L.AvgPool2D(3, stride=2),  # 8x8 -> 4x4, the last window 2 pixels wide
+        L.ReLU(),
+        L.Conv2D(6, 3, padding="same"),
+        L.AvgPool2D(3),  # 4x4 -> 2x2, the last window 1 pixel wide
+        L.ReLU(),
+        L.AvgPool2D(2, stride=3),  # 2x2 -> 1x1
+        L.Dense(9),
+        L.ReLU(),
+    ]
+
+
+def randomised(clf, seed):
+    """A copy of ``clf`` with non-trivial biases and batch-norm statistics
+    (inside residual blocks too), so that every array counts."""
     clf = copy.deepcopy(clf)
-    clf.network_ = Network([clf.network_.layers[0], *randomise(stack, np.random.default_rng(1))])
+    rng = np.random.default_rng(seed)
+    for _, layer in clf.network_.named_layers():
+        for name, v in layer.params.items():
+            if v.ndim == 1:
+                v[...] = rng.normal(1.0 if name == "gamma" else 0.0, 0.3, v.shape)
+        if isinstance(layer, L.BatchNorm):
+            mean, var = layer.buffers["running_mean"], layer.buffers["running_var"]
+            mean[...] = rng.normal(0, 0.5, mean.shape)
+            var[...] = rng.uniform(0.3, 3.0, var.shape)
     return clf
 
 
@@ -125,14 +105,18 @@ def models(digits):
     rgb.fit(X3[train], words[y[train]])
     gaps = CNNClassifier(batch_norm=True, dropout=0.2, **fit).fit(X[train], y[train] * 3 - 7)  # -7, -4, ..., 20
     float64 = CNNClassifier(**fit).fit(X[train].astype(np.float64), y[train])
+    stacks = {"custom": custom_stack(), "residual": residual_stack(), "avg-pool": avg_pool_stack()}
+    fitted = {
+        name: randomised(CNNClassifier(layers=stack, **fit).fit(X[train], y[train]), seed)
+        for seed, (name, stack) in enumerate(stacks.items())
+    }
     return {
         "origin": (origin, X),
         "deep": (deep, X),
         "odd-rgb-strings": (rgb, X3),
         "int-labels-with-gaps": (gaps, X),
         "float64": (float64, X.astype(np.float64)),
-        "custom": (with_stack(origin, custom_stack(np.random.default_rng(2))), X),
-        "residual": (with_stack(origin, residual_stack(np.random.default_rng(3))), X),
+        **{name: (clf, X) for name, clf in fitted.items()},
     }
 
 
@@ -144,7 +128,8 @@ def run(path, X):
 
 
 @pytest.mark.parametrize(
-    "name", ["origin", "deep", "odd-rgb-strings", "int-labels-with-gaps", "float64", "custom", "residual"]
+    "name",
+    ["origin", "deep", "odd-rgb-strings", "int-labels-with-gaps", "float64", "custom", "residual", "avg-pool"],
 )
 def test_onnxruntime_computes_predict_proba_and_predict(models, name, tmp_path):
     clf, X = models[name]
@@ -161,6 +146,15 @@ def test_onnxruntime_computes_predict_proba_and_predict(models, name, tmp_path):
     assert clear.mean() > 0.95
     np.testing.assert_array_equal(labels[clear], clf.predict(X)[clear])
     assert labels.dtype.kind == ("O" if name == "odd-rgb-strings" else "i")
+
+
+def test_the_stacks_hold_what_they_are_meant_to_test(models):
+    blocks = [layer for layer in models["residual"][0].network_.layers if isinstance(layer, L.Residual)]
+    assert [b.projection is None for b in blocks] == [True, False] and blocks[1].projection.stride == 2
+    rows = models["avg-pool"][0].summary().rows
+    pooled = [r.output_shape[:2] for r in rows if r.layer.startswith("AvgPool2D")]
+    assert pooled == [(4, 4), (2, 2), (1, 1)]  # 8 -> 4 (3, stride 2), 4 -> 2 (3), 2 -> 1 (2, stride 3)
+    assert any(r.layer.startswith("GlobalAvgPool2D") for r in models["residual"][0].summary().rows)
 
 
 def test_the_batch_size_is_free(models, tmp_path):
@@ -191,7 +185,7 @@ def test_a_layer_without_exporter_is_a_clear_error_and_nothing_is_written(models
     assert not (tmp_path / "m.onnx").exists()
     clf = copy.deepcopy(models["origin"][0])
     clf.network_.layers = [layer for layer in clf.network_.layers if not isinstance(layer, L.Flatten)]
-    with pytest.raises(ValueError, match=r"Dense\(128, 100\) applied to images of shape \(2, 2, 32\)"):
+    with pytest.raises(ValueError, match=r"Dense\(100\) applied to images of shape \(2, 2, 32\)"):
         export_onnx(clf, tmp_path / "m.onnx")
 
 

@@ -9,6 +9,7 @@ from sklearn.exceptions import NotFittedError
 from skcnn import CNNClassifier
 from skcnn.functions import numerical_gradient
 from skcnn.inspection import saliency
+from skcnn.layers import AvgPool2D, BatchNorm, Conv2D, Dropout, GlobalAvgPool2D, ReLU, Residual
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,37 @@ def test_saliency_changes_nothing_in_the_model(deep64, digits):
     np.testing.assert_array_equal(deep64.predict_proba(X), proba)
     assert all(layer._cache is None and not layer.grads for layer in deep64.network_.layers)
     assert deep64.network_.layers[1].input_grad is False  # the first convolution still skips it
+
+
+def test_saliency_through_residual_blocks_is_the_gradient_and_changes_nothing(digits):
+    # batch norm and dropout inside a block's branch, a projection shortcut
+    # with stride 2, partial average-pool windows, global average pooling
+    X, y = digits
+    stack = [
+        Conv2D(3, 3, padding="same", bias=False), BatchNorm(), ReLU(),
+        Residual([Conv2D(3, 3, padding="same", bias=False), BatchNorm(), ReLU(), Dropout(0.3),
+                  Conv2D(3, 3, padding="same")]),
+        Residual([Conv2D(4, 3, stride=2, padding="same"), BatchNorm(), ReLU()]),  # 8x8 -> 4x4
+        AvgPool2D(3, stride=2),  # 4x4 -> 2x2, the last windows partial
+        GlobalAvgPool2D(),
+    ]  # fmt: skip
+    clf = CNNClassifier(layers=stack, max_iter=2, random_state=0).fit(X[:300], y[:300])
+    network = clf.network_
+    assert network.layers[1].input_grad is False and network.layers[5].projection is not None
+    state = network.state_dict()
+    x = X[600:602].copy()
+    grad = saliency(clf, x, target=[2, 7])
+    for i, t in enumerate([2, 7]):
+        xi = x[i : i + 1].copy()
+        numeric = numerical_gradient(lambda: network.forward(xi)[0, t], xi)
+        assert rel_error(grad[i : i + 1], numeric) < 1e-6
+    after = network.state_dict()
+    assert all(np.array_equal(state[k], after[k]) for k in state)
+    assert all(layer._cache is None and not layer.grads for _, layer in network.named_layers())
+    assert network.layers[1].input_grad is False
+    assert [type(layer).__name__ for layer in network.layers[4].layers] == [
+        "Conv2D", "BatchNorm", "ReLU", "Dropout", "Conv2D"
+    ]  # fmt: skip
 
 
 def test_saliency_takes_input_as_predict_does(deep64, digits):

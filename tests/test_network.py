@@ -22,7 +22,7 @@ from skcnn.layers import (
     Residual,
     layer_from_config,
 )
-from skcnn.network import PRESETS, Network, plan_layers, preset_layers
+from skcnn.network import PRESETS, Network, layer_flops, plan_layers, preset_layers
 from skcnn.optimizers import Adam
 
 
@@ -595,6 +595,33 @@ def test_summary_rows_follow_the_forward_pass(kwargs, input_shape, rng):
         assert row.output_shape == h.shape[1:]
         assert row.n_params == sum(p.size for p in layer.params.values())
     assert summary.flops == sum(row.flops for row in summary.rows) > 0
+
+
+def test_summary_of_a_residual_network_counts_inside_the_blocks(rng):
+    net = make_residual(input_shape=(2, 8, 8))
+    summary = net.summary()  # the network's own input shape
+    assert len(summary.rows) == len(net.layers)
+    assert summary.total_params == sum(p.size for p in net.params())
+    h = rng.random((2, 8, 8, 2))
+    for layer, row in zip(net.layers, summary.rows):
+        h_in, h = h, layer.forward(h)
+        assert row.output_shape == h.shape[1:]
+        if isinstance(layer, Residual):
+            branch_params = sum(p.size for sub in layer.layers for p in sub.params.values())
+            projection = layer.projection
+            extra = 0 if projection is None else projection.params["W"].size
+            assert row.n_params == branch_params + extra > 0
+            # branch, projection (a 1x1 convolution without bias) and the add
+            shape, flops = h_in.shape[1:], 0
+            for sub in layer.layers:
+                flops += layer_flops(sub, shape, sub.output_shape(shape))
+                shape = sub.output_shape(shape)
+            if projection is not None:
+                flops += 2 * h[0].size * h_in.shape[-1]
+            assert row.flops == flops + h[0].size
+    pools = {type(layer).__name__: row.flops for layer, row in zip(net.layers, summary.rows)}
+    assert pools["AvgPool2D"] == 4 * 4 * 3 * 9  # 8x8 -> 4x4, 3 channels: 9 values per window
+    assert pools["GlobalAvgPool2D"] == 2 * 2 * 4  # 2x2 images (after the strided block) of 4 channels
 
 
 def test_summary_flops_of_the_origin_network():
