@@ -261,6 +261,7 @@ def test_property_fit_and_predict_on_random_valid_problems(
     params = dict(
         solver=solver, batch_size=batch_size, conv_filters=conv_filters, batch_norm=batch_norm,
         hidden_layer_sizes=(5,), max_iter=2, random_state=seed,
+        data_format="channels_first",  # shapes such as (n, 1, 8, 3) say nothing about their layout
     )  # fmt: skip
     first = CNNClassifier(**params).fit(X, y)
     proba = first.predict_proba(X)
