@@ -4,6 +4,8 @@
     skcnn train --dataset fashion-mnist --epochs 10 --augment shift+flip
     skcnn evaluate model.npz
     skcnn predict model.npz my_digit.png
+    skcnn train --images pictures/ --epochs 20    # one subfolder per class
+    skcnn predict model.npz a.jpg b.png --top 3
 """
 
 import argparse
@@ -13,16 +15,19 @@ import time
 import numpy as np
 
 from . import datasets
+from .images import FRAMINGS, prepare_image
 
 __all__ = ["main", "prepare_image"]
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
 
 
-def _load(name, data_home, idx_dir, n_train, say, fallback=True):
+def _load(name, data_home, idx_dir, n_train, say, fallback=True, images=None):
     """Returns (X_train, X_test, y_train, y_test, name actually used).
 
     With ``fallback``, an unreachable MNIST is replaced by the bundled digits."""
+    if images is not None:
+        return (*_load_image_folder(images, say), f"the pictures in {images}")
     if idx_dir is not None:
         return (*datasets.load_idx_dataset(idx_dir, shape="images"), f"IDX files in {idx_dir}")
     try:
@@ -42,6 +47,26 @@ def _load(name, data_home, idx_dir, n_train, say, fallback=True):
     if n_train is not None:
         X_train, y_train = X_train[:n_train], y_train[:n_train]
     return X_train, X_test, y_train, y_test, name
+
+
+def _load_image_folder(path, say):
+    """A picture folder split into training and held-out test images (a fifth,
+    stratified); the labels are the class folders' names."""
+    from sklearn.model_selection import train_test_split
+
+    bunch = datasets.load_image_folder(path)
+    y = np.asarray(bunch.target_names)[bunch.target]
+    c, h, w = bunch.data.shape[1:]
+    say(f"Read {len(y)} pictures of {len(bunch.target_names)} classes from {path} "
+        f"({', '.join(bunch.target_names)}) as {'RGB' if c == 3 else 'grey'} {h}x{w} images")  # fmt: skip
+    counts = np.bincount(bunch.target)
+    if counts.min() < 2:
+        raise ValueError(
+            f"{path}: class {bunch.target_names[counts.argmin()]!r} has {counts.min()} picture; "
+            "every class needs at least 2 (one to train on, one to test)"
+        )
+    n_test = max(len(counts), round(0.2 * len(y)))
+    return train_test_split(bunch.data, y, test_size=n_test, stratify=y, random_state=0)
 
 
 def _dataset_for(path, model):
@@ -64,7 +89,7 @@ def cmd_train(args, say):
     from .plotting import plot_predictions
 
     X_train, X_test, y_train, y_test, name = _load(
-        args.dataset, args.data_home, args.idx, args.n_train, say
+        args.dataset, args.data_home, args.idx, args.n_train, say, images=args.images
     )
     epochs = args.epochs or (30 if name == "digits" else 5)
     say(f"Training on {name}: {len(X_train)} training and {len(X_test)} test images of shape "
@@ -86,7 +111,8 @@ def cmd_train(args, say):
     seconds = time.perf_counter() - start
     accuracy = clf.score(X_test, y_test)
     say(f"Test accuracy on {name}: {accuracy:.4f} after {clf.n_iter_} epochs in {seconds:.1f} s")
-    clf.save_params(args.out, metadata={"dataset": name})
+    framing = datasets.FRAMING.get("image-folder" if args.images else name)
+    clf.save_params(args.out, metadata={"dataset": name, "framing": framing})
     say(f"Saved parameters to {args.out} (load with CNNClassifier.from_params_file)")
     if args.picture:
         import matplotlib
@@ -120,76 +146,65 @@ def cmd_evaluate(args, say):
     return 0
 
 
-def prepare_image(image, shape=(28, 28)):
-    """Turn a picture of one digit into an MNIST-style image.
+def _framing_for(path, model, say_note):
+    """How pictures are prepared for a model: as its parameter file records,
+    else as its recorded data set's images were made, else by its shape."""
+    from .persistence import load_network
 
-    Grayscale; inverted when the background is light (MNIST is white on
-    black); cropped to the ink; scaled so the longer side fills 20/28 of the
-    frame; centred by its centre of mass, as MNIST digits were.
-
-    Parameters
-    ----------
-    image : path of a PNG/JPEG/... file, or an ndarray (H, W) or (H, W, 3|4)
-        with values in [0, 1] or [0, 255]
-    shape : (H, W) of the result
-
-    Returns
-    -------
-    ndarray of shape ``shape``, float32 in [0, 1]
-    """
-    from PIL import Image
-
-    if isinstance(image, np.ndarray):
-        arr = image.astype(np.float32)
-        arr = arr / 255.0 if arr.max() > 1 else arr
-        if arr.ndim == 3:  # RGB(A): luminance, transparent parts as white paper
-            alpha = arr[..., 3:4] if arr.shape[2] == 4 else 1.0
-            rgb = arr[..., :3] * alpha + (1 - alpha)
-            arr = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        gray = arr
-    else:
-        with Image.open(image) as im:
-            im = im.convert("RGBA")
-            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            gray = np.asarray(Image.alpha_composite(white, im).convert("L"), dtype=np.float32) / 255.0
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > 0.5:  # dark ink on light paper
-        gray, border = 1.0 - gray, 1.0 - border
-    gray = np.clip(gray - np.median(border), 0, None)  # the background becomes 0
-    if gray.max() <= 0:
-        raise ValueError(f"{image if not isinstance(image, np.ndarray) else 'the image'}: it is blank")
-    gray /= gray.max()
-    rows, cols = np.nonzero(gray > 0.1)
-    gray = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    h, w = shape
-    box = max(1, round(min(h, w) * 20 / 28))
-    scale = box / max(gray.shape)
-    new_size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-    small = Image.fromarray((gray * 255).astype(np.uint8)).resize(new_size, Image.LANCZOS)
-    small = np.asarray(small, dtype=np.float32) / 255.0
-    out = np.zeros(shape, dtype=np.float32)
-    top, left = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
-    out[top : top + small.shape[0], left : left + small.shape[1]] = small
-    # shift the centre of mass to the centre
-    ys, xs = np.indices(shape)
-    mass = out.sum()
-    dy = int(round(h / 2 - 0.5 - (ys * out).sum() / mass))
-    dx = int(round(w / 2 - 0.5 - (xs * out).sum() / mass))
-    out = np.roll(out, (dy, dx), axis=(0, 1))
-    return np.clip(out, 0, 1)
+    metadata = load_network(path)[3].get("metadata", {})
+    framing = metadata.get("framing")
+    if framing not in FRAMINGS:
+        framing = datasets.FRAMING.get(metadata.get("dataset"))
+    c, h, w = model.input_shape_
+    if framing is None:
+        framing = "whole" if c > 1 else "fill" if max(h, w) <= 8 else "mnist"
+        say_note(f"{path} does not say how its training images were made; pictures are "
+                 f"prepared as: {FRAMINGS[framing]}")  # fmt: skip
+    if framing != "whole" and min(h, w) < 16:
+        say_note(
+            f"this model reads {h}x{w}-pixel images (such as scikit-learn's 8x8 digits): a "
+            f"picture shrunk to {h}x{w} keeps only the rough shape of a drawing, so expect "
+            "more mistakes than on its test set. A model trained on 28x28 MNIST reads drawings "
+            "better."
+        )
+    return framing
 
 
 def cmd_predict(args, say):
     from . import CNNClassifier
 
-    model = CNNClassifier.from_params_file(args.model)
+    model = CNNClassifier.from_params_file(args.model, data_format="channels_first")
     c, h, w = model.input_shape_
-    if c != 1:
-        raise SystemExit("skcnn predict handles grayscale models (one input channel)")
-    images = np.stack([prepare_image(p, (h, w)) for p in args.images])[:, None]
-    proba = model.predict_proba(images)
-    for path, p in zip(args.images, proba):
-        say(f"{path}: class {model.classes_[p.argmax()]} (probability {p.max():.3f})")
+    if c not in (1, 3):
+        raise ValueError(f"{args.model}: skcnn predict reads grey or RGB models; this one has {c} channels")
+    if args.top < 1:
+        raise ValueError(f"--top must be at least 1; got {args.top}")
+
+    def note(message):
+        print(f"skcnn predict: note: {message}", file=sys.stderr, flush=True)
+
+    framing = _framing_for(args.model, model, note)
+    color = "rgb" if c == 3 else "gray"
+    prepared, failed = [], []
+    for path in args.images:
+        try:
+            prepared.append((path, prepare_image(path, (h, w), framing=framing, color=color)))
+        except Exception as exc:  # Pillow raises many kinds for broken or foreign files
+            message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            print(f"skcnn predict: error: {message}", file=sys.stderr, flush=True)
+            failed.append(path)
+    if prepared:
+        X = np.stack([image for _, image in prepared])
+        proba = model.predict_proba(X.reshape(len(X), c, h, w))
+        top = min(args.top, len(model.classes_))
+        for (path, _), p in zip(prepared, proba):
+            best = np.argsort(-p, kind="stable")[:top]
+            ranked = ", ".join(f"class {model.classes_[i]} (probability {p[i]:.3f})" for i in best)
+            say(f"{path}: {ranked}")
+    if failed:
+        print(f"skcnn predict: {len(failed)} of {len(args.images)} pictures could not be read",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
     return 0
 
 
@@ -206,6 +221,10 @@ def build_parser():
     train = sub.add_parser("train", help="train a model and save its parameters")
     train.add_argument("--dataset", choices=DATASETS, default="mnist")
     data_options(train)
+    train.add_argument(
+        "--images", metavar="DIR", default=None,
+        help="train on the pictures in DIR, one subfolder per class (a fifth held out for testing)",
+    )  # fmt: skip
     train.add_argument(
         "--epochs", type=int, default=None,
         help="default: 5 (the origin's run), 30 for the small digits set",
@@ -230,9 +249,15 @@ def build_parser():
     evaluate.add_argument("--picture", default="confusion_matrix.png")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    predict = sub.add_parser("predict", help="classify pictures of digits (PNG, JPEG)")
+    predict = sub.add_parser(
+        "predict", help="classify pictures (PNG, JPEG, ...): drawings of digits, photos",
+        description="Prints one line per picture. Pictures are prepared the way the model's "
+        "training images were made (the parameter file records it). Exit status 1 when a "
+        "picture could not be read (the others are still classified), 2 on other errors.",
+    )  # fmt: skip
     predict.add_argument("model")
     predict.add_argument("images", nargs="+")
+    predict.add_argument("--top", type=int, default=1, metavar="K", help="the K most probable classes")
     predict.set_defaults(func=cmd_predict)
     return parser
 
