@@ -194,8 +194,10 @@ def cmd_predict(args, say):
             print(f"skcnn predict: error: {message}", file=sys.stderr, flush=True)
             failed.append(path)
     if prepared:
-        X = np.stack([image for _, image in prepared])
-        proba = model.predict_proba(X.reshape(len(X), c, h, w))
+        X = np.stack([image for _, image in prepared]).reshape(-1, c, h, w)
+        if getattr(model, "data_format_", None) == "channels_last":  # fitted on (n, H, W, C)
+            X = X.transpose(0, 2, 3, 1)
+        proba = model.predict_proba(X)
         top = min(args.top, len(model.classes_))
         for (path, _), p in zip(prepared, proba):
             best = np.argsort(-p, kind="stable")[:top]

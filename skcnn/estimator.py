@@ -166,6 +166,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         How ``fit`` read the channels of ``X`` (for 2-D and 3-D ``X``: from
         ``data_format``, "auto" meaning channels-first); ``predict`` and
         ``partial_fit`` expect 4-D ``X`` and flat rows laid out the same way.
+        Parameter files keep it (files written before it was recorded load
+        without it: 4-D ``X`` is then read by its shape, flat rows as
+        channel planes unless ``data_format`` says otherwise).
     network_ : skcnn.network.Network
         The fitted network (its layers and weights).
     n_iter_ : int
@@ -549,7 +552,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
+        X : array-like of shape (n_samples, n_features), (n, H, W), (n, C, H, W) or (n, H, W, C)
+            See ``data_format`` for how the channel axis is found.
         y : array-like of shape (n_samples,)
             Any labels: ints, strings, +-1; two or more classes.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -741,6 +745,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         }
         if hasattr(self, "feature_names_in_"):
             extra["feature_names_in"] = [str(v) for v in self.feature_names_in_]
+        if hasattr(self, "data_format_"):  # how flat rows and 4-D batches were laid out
+            extra["data_format"] = self.data_format_
         if metadata is not None:
             extra["metadata"] = metadata
         save_network(path, self.network_, self._arch, self.classes_, extra)
@@ -807,6 +813,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = int(np.prod(arch.input_shape))
         if "feature_names_in" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
+        if extra.get("data_format") in ("channels_first", "channels_last"):
+            self.data_format_ = extra["data_format"]
         self.n_iter_ = int(extra.get("n_iter", 0))
         self.t_ = 0
         self.loss_curve_ = list(extra.get("loss_curve", []))
@@ -824,7 +832,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
+        X : array-like of shape (n_samples, n_features), (n, H, W), (n, C, H, W) or (n, H, W, C)
+            Laid out as the ``X`` of ``fit`` was (``data_format_``).
 
         Returns
         -------

@@ -246,3 +246,16 @@ def test_train_on_a_picture_folder_and_predict_with_the_rgb_model(tmp_path, caps
     assert main(["predict", str(model), *files]) == 0
     got = predictions(capsys.readouterr().out)
     assert sum(got[f][0] == f.split("/")[-2] for f in files) >= 7
+    # a model fitted in Python on channels-last pictures reads the same files the same way
+    from skcnn.datasets import load_image_folder
+
+    bunch = load_image_folder(folder)
+    y = np.asarray(bunch.target_names)[bunch.target]
+    clf = CNNClassifier(max_iter=15, random_state=0).fit(bunch.data.transpose(0, 2, 3, 1), y)
+    clf.save_params(tmp_path / "last.npz", metadata={"framing": "whole"})
+    assert main(["predict", str(tmp_path / "last.npz"), *files]) == 0
+    got = predictions(capsys.readouterr().out)
+    from skcnn.images import prepare_image
+
+    expected = clf.predict(np.stack([prepare_image(f, (16, 16), framing="whole", color="rgb") for f in files]).transpose(0, 2, 3, 1))
+    assert [got[f][0] for f in files] == list(expected)

@@ -1,3 +1,4 @@
+import json
 import pickle
 import subprocess
 import sys
@@ -371,11 +372,37 @@ def test_predicting_in_the_other_layout_says_how_to_fix_it(digits, tmp_path):
     np.testing.assert_array_equal(last.predict_proba(X_test), last.predict_proba(images[:, 0]))
     with pytest.raises(ValueError, match=r"batch axis: X\[np\.newaxis\]"):
         last.predict(images[0].transpose(1, 2, 0))  # one picture (H, W, C) without its batch axis
-    # a parameter file does not record the layout: either one is read, by the shape
+    # a parameter file keeps the layout
+    last.save_params(tmp_path / "last.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "last.npz")
+    assert loaded.data_format_ == "channels_last"
+    np.testing.assert_array_equal(
+        loaded.predict_proba(images.transpose(0, 2, 3, 1)), last.predict_proba(images.transpose(0, 2, 3, 1))
+    )
+    with pytest.raises(ValueError, match=r"X\.transpose\(0, 2, 3, 1\)"):
+        loaded.predict(images)
+    # one written before it was recorded reads a 4-D batch by its shape, either layout
     first.save_params(tmp_path / "m.npz")
-    loaded = CNNClassifier.from_params_file(tmp_path / "m.npz")
-    np.testing.assert_array_equal(loaded.predict_proba(images.transpose(0, 2, 3, 1)), before)
-    np.testing.assert_array_equal(loaded.predict_proba(images), before)
+    with np.load(tmp_path / "m.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["__meta__"]))
+    del meta["extra"]["data_format"]
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(tmp_path / "old.npz", "wb") as f:
+        np.savez(f, **arrays)
+    old = CNNClassifier.from_params_file(tmp_path / "old.npz")
+    assert not hasattr(old, "data_format_")
+    np.testing.assert_array_equal(old.predict_proba(images.transpose(0, 2, 3, 1)), before)
+    np.testing.assert_array_equal(old.predict_proba(images), before)
+
+
+def test_a_parameter_file_keeps_the_order_of_flat_rows(colour_images, tmp_path):
+    X, y = colour_images
+    rows = X.transpose(0, 2, 3, 1).reshape(len(X), -1)  # interleaved pixels
+    clf = CNNClassifier(max_iter=1, random_state=0, input_shape=(3, 10, 10), data_format="channels_last").fit(rows, y)
+    clf.save_params(tmp_path / "rows.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "rows.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(rows), clf.predict_proba(rows))
 
 
 def test_fashion_mnist_channels_last_is_read_as_28x28_pictures():
