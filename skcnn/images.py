@@ -149,7 +149,7 @@ def _from_pil(im):
     """A Pillow image as (pixels, alpha): float32 (H, W) or (H, W, 3) in
     [0, 1], and (H, W) opacity or None. Each mode at its own bit depth."""
     mode = im.mode
-    if mode in ("1", "L", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if mode in ("1", "L", "F") or mode.startswith("I;16"):  # I;16, I;16B, I;16L, I;16N
         return to_unit_range(np.asarray(im)), None
     if mode == "I":  # 32-bit ints; 16-bit files (PNG, TIFF) often open this way
         values = np.asarray(im)
@@ -239,7 +239,9 @@ def read_image(image, color="auto"):
 
     Pillow decodes the file; an EXIF orientation is applied, so a phone
     photo comes out upright, as viewers show it. 16-bit and float files keep
-    their precision; transparent parts become white paper.
+    their precision (32-bit integer pictures whose values fit in 16 bits, as
+    Pillow opens some 16-bit files, are read as 16-bit); palette pictures
+    keep their colours; transparent parts become white paper.
 
     Parameters
     ----------
@@ -389,16 +391,15 @@ def _paper(gray):
     level = np.median(border)
     spread = max(1.4826 * np.median(np.abs(border - level)), 1e-4)
     keep = np.abs(gray - level) <= 3 * spread
-    surface = np.full_like(gray, level)
+    if keep.sum() < 6:  # a tiny picture, or a border of two halves
+        keep = np.ones(gray.shape, dtype=bool)
     for _ in range(10):
-        if keep.sum() < 6:
-            break
         surface = _smooth_fit(gray, keep)
         residual = gray - surface
         level = np.median(residual[keep])
         spread = max(1.4826 * np.median(np.abs(residual[keep] - level)), 1e-4)
         paper = np.abs(residual - level) <= 3 * spread
-        if np.array_equal(paper, keep):
+        if paper.sum() < 6 or np.array_equal(paper, keep):
             break
         keep = paper
     return surface, keep
