@@ -14,6 +14,7 @@ SMALL = {
     "grid_search_learning_rate.py": ["--epochs", "2", "--n-jobs", "1"],
     "pipeline_and_persistence.py": ["--epochs", "2"],
     "distributed_search.py": ["--epochs", "1", "--workers", "1"],
+    "colour_shapes.py": ["--epochs", "3", "--n-per-class", "12"],
 }
 
 
