@@ -250,7 +250,8 @@ def _load_data(name, idx, data_home, say, fallback, images=None):
     if images is not None:
         images = Path(images).resolve()
         split, framing = _load_image_folder(images, say)
-        return _Data(*split, f"the pictures in {images}", images.name, None, {"images": str(images)}, framing)
+        source = {"images": str(images)}
+        return _Data(*split, f"the pictures in {images}", images.name, None, source, framing)
     source = {"data_home": str(Path(data_home).resolve())} if data_home else {}
     if idx is not None:
         idx = Path(idx).resolve()
@@ -444,7 +445,9 @@ def cmd_predict(args, say, warn):
     names = class_names(model, metadata)
     c, h, w = model.input_shape_
     if c not in (1, 3):
-        raise ValueError(f"{args.model}: skcnn predict reads grey or RGB models; this one has {c} channels")
+        raise ValueError(
+            f"{args.model}: skcnn predict reads grey or RGB models; this one has {c} channels"
+        )
 
     def note(message):
         print(f"skcnn predict: note: {message}", file=sys.stderr, flush=True)
