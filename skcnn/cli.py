@@ -5,6 +5,8 @@
     skcnn train --idx DIR --n-train 6000 --out runs/today/model.npz
     skcnn evaluate runs/today/model.npz
     skcnn predict model.npz my_digit.png
+    skcnn train --images pictures/ --epochs 20    # one subfolder per class
+    skcnn predict model.npz a.jpg b.png --top 3
 
 A trained model is never lost. Flags are checked as they are parsed (the
 error names the flag), and every output path before any data is read
@@ -33,6 +35,7 @@ import numpy as np
 
 from . import datasets
 from .augmentation import AUGMENTATIONS, Augmenter
+from .images import FRAMINGS, prepare_image
 from .network import PRESETS
 from .optimizers import SOLVERS
 from .persistence import ParameterFileError, load_network
@@ -62,9 +65,12 @@ def load_model(path):
         What ``save_params(metadata=...)`` recorded; ``{}`` if nothing. For
         ``skcnn train``: "dataset" (a name in ``skcnn.datasets.DATASETS``,
         or None for IDX files of unknown origin), "idx" (absolute folder of
-        the IDX files, when trained on them), "data_home" (when given),
-        "n_train" (training images used) and "class_names" (one str per
-        ``model.classes_``, in that order).
+        the IDX files, when trained on them), "images" (absolute folder of
+        the pictures, for ``--images``), "data_home" (when given), "n_train"
+        (training images used), "class_names" (one str per
+        ``model.classes_``, in that order) and "framing" (how the training
+        images were made, see ``skcnn.images.FRAMINGS``; how ``skcnn
+        predict`` prepares pictures).
 
     Raises
     ------
@@ -204,6 +210,7 @@ class _Data(NamedTuple):
     short: str  # for pictures, e.g. "Fashion-MNIST"
     entry: object  # its datasets.Dataset, or None (IDX files of unknown origin)
     source: dict  # recorded in the parameter file: how to load the same data again
+    framing: str = None  # how its images were made (skcnn.images.FRAMINGS), None if unknown
 
 
 def _dataset_in(folder):
@@ -214,11 +221,37 @@ def _dataset_in(folder):
     return None
 
 
-def _load_data(name, idx, data_home, say, fallback):
-    """Images (N, 1, H, W) of the registered data set ``name`` (None: the
-    default, or the one known to live in ``idx``), or of the IDX files in
-    ``idx``. With ``fallback``, an unreachable data set is replaced by the
-    bundled digits (saying so)."""
+def _load_image_folder(path, say):
+    """A picture folder split into training and held-out test images (a fifth,
+    stratified, always the same); the labels are the class folders' names."""
+    from sklearn.model_selection import train_test_split
+
+    bunch = datasets.load_image_folder(path)
+    y = np.asarray(bunch.target_names)[bunch.target]
+    c, h, w = bunch.data.shape[1:]
+    say(f"Read {_count(len(y), 'picture')} of {len(bunch.target_names)} classes from {path} "
+        f"({', '.join(bunch.target_names)}) as {'RGB' if c == 3 else 'grey'} {h}x{w} images")  # fmt: skip
+    counts = np.bincount(bunch.target)
+    if counts.min() < 2:
+        raise ValueError(
+            f"{path}: class {bunch.target_names[counts.argmin()]!r} has {counts.min()} picture; "
+            "every class needs at least 2 (one to train on, one to test)"
+        )
+    n_test = max(len(counts), round(0.2 * len(y)))
+    split = train_test_split(bunch.data, y, test_size=n_test, stratify=y, random_state=0)
+    return split, bunch.framing
+
+
+def _load_data(name, idx, data_home, say, fallback, images=None):
+    """Images (N, C, H, W) of the registered data set ``name`` (None: the
+    default, or the one known to live in ``idx``), of the IDX files in
+    ``idx``, or of the picture folder ``images``. With ``fallback``, an
+    unreachable data set is replaced by the bundled digits (saying so)."""
+    if images is not None:
+        images = Path(images).resolve()
+        split, framing = _load_image_folder(images, say)
+        source = {"images": str(images)}
+        return _Data(*split, f"the pictures in {images}", images.name, None, source, framing)
     source = {"data_home": str(Path(data_home).resolve())} if data_home else {}
     if idx is not None:
         idx = Path(idx).resolve()
@@ -248,7 +281,7 @@ def _load_data(name, idx, data_home, say, fallback):
             f"{title} holds images of shape {shape}, but {entry.title}'s are "
             f"{tuple(entry.image_shape)}: is it the right folder?"
         )
-    return _Data(*data, title, short, entry, source)
+    return _Data(*data, title, short, entry, source, entry.framing if entry is not None else None)
 
 
 # -- the commands ---------------------------------------------------------------------
@@ -274,7 +307,7 @@ def cmd_train(args, say, warn):
     from . import CNNClassifier
     from .plotting import plot_predictions
 
-    data = _load_data(args.dataset, args.idx, args.data_home, say,
+    data = _load_data(args.dataset, args.idx, args.data_home, say, images=args.images,
                       fallback=args.dataset is None and args.idx is None)  # fmt: skip
     X_train, y_train = data.X_train[: args.n_train], data.y_train[: args.n_train]
     epochs = args.epochs or (data.entry.default_epochs if data.entry else 5)
@@ -310,6 +343,8 @@ def cmd_train(args, say, warn):
         f"in {seconds:.1f} s")  # fmt: skip
     names = class_names(clf, {"dataset": data.source.get("dataset")})
     metadata = {**data.source, "n_train": len(X_train), "class_names": names}
+    if data.framing is not None:  # how skcnn predict prepares pictures for this model
+        metadata["framing"] = data.framing
     out = _save(args.out, lambda name: clf.save_params(name, metadata=metadata), "the model", warn)
     say(f"Saved the model to {out} (skcnn evaluate {out}; CNNClassifier.from_params_file)")
     moved = out != args.out
@@ -332,8 +367,15 @@ def cmd_evaluate(args, say, warn):
     from .plotting import plot_confusion_matrix
 
     model, metadata = load_model(args.model)
-    name, idx, data_home = args.dataset, args.idx, args.data_home
-    if name is None and idx is None:  # the data the file records
+    name, idx, data_home, images = args.dataset, args.idx, args.data_home, None
+    if name is None and idx is None and metadata.get("images") is not None:  # skcnn train --images
+        images = metadata["images"]
+        if not Path(images).is_dir():
+            raise FileNotFoundError(
+                f"{args.model} was trained on the pictures in {images}, which is gone; "
+                "pass --idx DIR or --dataset NAME"
+            )
+    elif name is None and idx is None:  # the data the file records
         idx = metadata.get("idx")
         if idx is not None and not Path(idx).is_dir():
             raise FileNotFoundError(
@@ -344,7 +386,7 @@ def cmd_evaluate(args, say, warn):
         if name not in datasets.DATASETS:
             name = _dataset_in(Path(idx)) if idx else _dataset_shaped(model.input_shape_)
         data_home = data_home or metadata.get("data_home")
-    data = _load_data(name, idx, data_home, say, fallback=False)
+    data = _load_data(name, idx, data_home, say, fallback=False, images=images)
     if data.X_test.shape[1:] != model.input_shape_:
         raise ValueError(
             f"{args.model} takes images of shape {model.input_shape_}, but {data.title} holds "
@@ -374,77 +416,66 @@ def _dataset_shaped(input_shape):
     return next((n for n, e in datasets.DATASETS.items() if tuple(e.image_shape) == input_shape), None)
 
 
-def prepare_image(image, shape=(28, 28)):
-    """Turn a picture of one digit into an MNIST-style image.
-
-    Grayscale; inverted when the background is light (MNIST is white on
-    black); cropped to the ink; scaled so the longer side fills 20/28 of the
-    frame; centred by its centre of mass, as MNIST digits were.
-
-    Parameters
-    ----------
-    image : path of a PNG/JPEG/... file, or an ndarray (H, W) or (H, W, 3|4)
-        with values in [0, 1] or [0, 255]
-    shape : (H, W) of the result
-
-    Returns
-    -------
-    ndarray of shape ``shape``, float32 in [0, 1]
-    """
-    from PIL import Image
-
-    if isinstance(image, np.ndarray):
-        arr = image.astype(np.float32)
-        arr = arr / 255.0 if arr.max() > 1 else arr
-        if arr.ndim == 3:  # RGB(A): luminance, transparent parts as white paper
-            alpha = arr[..., 3:4] if arr.shape[2] == 4 else 1.0
-            rgb = arr[..., :3] * alpha + (1 - alpha)
-            arr = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-        gray = arr
-    else:
-        with Image.open(image) as im:
-            im = im.convert("RGBA")
-            white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            gray = np.asarray(Image.alpha_composite(white, im).convert("L"), dtype=np.float32) / 255.0
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    if border.mean() > 0.5:  # dark ink on light paper
-        gray, border = 1.0 - gray, 1.0 - border
-    gray = np.clip(gray - np.median(border), 0, None)  # the background becomes 0
-    if gray.max() <= 0:
-        raise ValueError(f"{image if not isinstance(image, np.ndarray) else 'the image'}: it is blank")
-    gray /= gray.max()
-    rows, cols = np.nonzero(gray > 0.1)
-    gray = gray[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
-    h, w = shape
-    box = max(1, round(min(h, w) * 20 / 28))
-    scale = box / max(gray.shape)
-    new_size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-    small = Image.fromarray((gray * 255).astype(np.uint8)).resize(new_size, Image.LANCZOS)
-    small = np.asarray(small, dtype=np.float32) / 255.0
-    out = np.zeros(shape, dtype=np.float32)
-    top, left = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
-    out[top : top + small.shape[0], left : left + small.shape[1]] = small
-    # shift the centre of mass to the centre
-    ys, xs = np.indices(shape)
-    mass = out.sum()
-    dy = int(round(h / 2 - 0.5 - (ys * out).sum() / mass))
-    dx = int(round(w / 2 - 0.5 - (xs * out).sum() / mass))
-    out = np.roll(out, (dy, dx), axis=(0, 1))
-    return np.clip(out, 0, 1)
-
-
+def _framing_for(path, model, metadata, note):
+    """How pictures are prepared for a model: as its parameter file records,
+    else as its recorded data set's images were made, else by its shape."""
+    framing = metadata.get("framing")
+    if framing not in FRAMINGS:
+        entry = datasets.DATASETS.get(metadata.get("dataset"))
+        framing = entry.framing if entry is not None else None
+    c, h, w = model.input_shape_
+    if framing is None:
+        framing = "whole" if c > 1 else "fill" if max(h, w) <= 8 else "mnist"
+        note(f"{path} does not say how its training images were made; pictures are "
+             f"prepared as: {FRAMINGS[framing]}")  # fmt: skip
+    if framing != "whole" and min(h, w) < 16:
+        note(
+            f"this model reads {h}x{w}-pixel images (such as scikit-learn's 8x8 digits): a "
+            f"picture shrunk to {h}x{w} keeps only the rough shape of a drawing, so expect "
+            "more mistakes than on its test set. A model trained on 28x28 MNIST reads drawings "
+            "better."
+        )
+    return framing
 
 
 def cmd_predict(args, say, warn):
     model, metadata = load_model(args.model)
+    if not hasattr(model, "data_format_"):  # a file from before data_format_: channels-first
+        model.set_params(data_format="channels_first")
     names = class_names(model, metadata)
     c, h, w = model.input_shape_
-    if c != 1:
-        raise SystemExit("skcnn predict handles grayscale models (one input channel)")
-    images = np.stack([prepare_image(p, (h, w)) for p in args.images])[:, None]
-    proba = model.predict_proba(images)
-    for path, p in zip(args.images, proba):
-        say(f"{path}: class {names[p.argmax()]} (probability {p.max():.3f})")
+    if c not in (1, 3):
+        raise ValueError(
+            f"{args.model}: skcnn predict reads grey or RGB models; this one has {c} channels"
+        )
+
+    def note(message):
+        print(f"skcnn predict: note: {message}", file=sys.stderr, flush=True)
+
+    framing = _framing_for(args.model, model, metadata, note)
+    color = "rgb" if c == 3 else "gray"
+    prepared, failed = [], []
+    for path in args.images:
+        try:
+            prepared.append((path, prepare_image(path, (h, w), framing=framing, color=color)))
+        except Exception as exc:  # Pillow raises many kinds for broken or foreign files
+            message = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+            print(f"skcnn predict: error: {message}", file=sys.stderr, flush=True)
+            failed.append(path)
+    if prepared:
+        X = np.stack([image for _, image in prepared]).reshape(-1, c, h, w)
+        if getattr(model, "data_format_", None) == "channels_last":  # fitted on (n, H, W, C)
+            X = X.transpose(0, 2, 3, 1)
+        proba = model.predict_proba(X)
+        top = min(args.top, len(model.classes_))
+        for (path, _), p in zip(prepared, proba):
+            best = np.argsort(-p, kind="stable")[:top]
+            ranked = ", ".join(f"class {names[i]} (probability {p[i]:.3f})" for i in best)
+            say(f"{path}: {ranked}")
+    if failed:
+        print(f"skcnn predict: {len(failed)} of {len(args.images)} pictures could not be read",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return 1
     return 0
 
 
@@ -527,6 +558,9 @@ def build_parser():
                        "cannot be downloaded). With --idx: the data set the files hold, for its "
                        "class names")  # fmt: skip
     data_options(train, "~/scikit_learn_data", "none")
+    train.add_argument("--images", metavar="DIR", type=_folder,
+                       help="train on the pictures in DIR, one subfolder per class named after it "
+                       "(a fifth held out for testing); not with --dataset or --idx")  # fmt: skip
     train.add_argument("--epochs", type=_positive_int, metavar="N",
                        help=f"passes over the training images (default: {default_epochs})")
     train.add_argument("--n-train", type=_positive_int, metavar="N",
@@ -573,9 +607,16 @@ def build_parser():
                           "(default: confusion_matrix.png beside the model file)")  # fmt: skip
     evaluate.set_defaults(func=cmd_evaluate, parser=evaluate)
 
-    predict = sub.add_parser("predict", help="classify pictures of digits (PNG, JPEG)")
+    predict = sub.add_parser(
+        "predict", help="classify pictures (PNG, JPEG, ...): drawings of digits, photos",
+        description="Prints one line per picture. Pictures are prepared the way the model's "
+        "training images were made (the parameter file records it). Exit status 1 when a "
+        "picture could not be read (the others are still classified), 2 on other errors.",
+    )  # fmt: skip
     predict.add_argument("model", help="parameter file written by skcnn train")
-    predict.add_argument("images", nargs="+")
+    predict.add_argument("images", nargs="+", help="picture files")
+    predict.add_argument("--top", type=_positive_int, default=1, metavar="K",
+                         help="print the K most probable classes (default: %(default)s)")
     predict.set_defaults(func=cmd_predict, parser=predict)
     return parser
 
@@ -605,6 +646,8 @@ def main(argv=None):
     Bad flags exit at once through argparse (status 2), naming the flag.
     """
     args = build_parser().parse_args(argv)
+    if args.func is cmd_train and args.images and (args.dataset or args.idx):
+        args.parser.error("argument --images: not allowed with --dataset or --idx")
     _check_outputs(args)
 
     def say(message):

@@ -1,23 +1,28 @@
-"""Image data sets: MNIST and Fashion-MNIST through OpenML, IDX files, digits.
+"""Image data sets: MNIST and Fashion-MNIST through OpenML, IDX files, digits,
+folders of pictures.
 
 Every loader returns float32 images scaled to [0, 1] and int64 labels:
 ``X_train, X_test, y_train, y_test``, with X of shape ``(n, 784)`` (flat,
 the default, as scikit-learn passes data around) or ``(n, 1, 28, 28)``
-(``shape="images"``).
+(``shape="images"``). :func:`load_image_folder` returns a ``Bunch`` like
+scikit-learn's ``load_files``.
 
-:data:`DATASETS` names them: a loader, what each label means and the
-image geometry, one entry per data set (the ``skcnn`` command reads it).
+:data:`DATASETS` names them: a loader, what each label means, the image
+geometry and framing, one entry per data set (the ``skcnn`` command reads it).
 """
 
 import gzip
 import socket
 import urllib.error
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from . import images as _images
 
 __all__ = [
     "load_mnist",
@@ -25,6 +30,7 @@ __all__ = [
     "load_idx",
     "load_idx_dataset",
     "load_digits_images",
+    "load_image_folder",
     "DatasetUnavailableError",
     "DEBIAN_FASHION_MNIST",
     "Dataset",
@@ -197,7 +203,12 @@ def load_idx_dataset(folder, shape="flat"):
     """Load the four standard IDX files (train/t10k images and labels) in ``folder``.
 
     Works for MNIST, Fashion-MNIST and any data set in that layout. Returns
-    the same as :func:`load_mnist`.
+    the same as :func:`load_mnist`: float32 images in [0, 1], whatever the
+    files' element type. The range comes from the type, not the values
+    (:func:`skcnn.images.to_unit_range`): unsigned bytes are divided by 255,
+    int8/int16/int32 by 127/32767/2**31-1 (negative values become 0), and
+    float files are taken as [0, 1] already (values outside are clipped,
+    with a warning when far outside).
     """
     folder = Path(folder)
     parts = []
@@ -212,7 +223,7 @@ def load_idx_dataset(folder, shape="flat"):
         x, y = load_idx(images), load_idx(labels).astype(np.int64)
         if len(x) != len(y):
             raise ValueError(f"{images.name} has {len(x)} images but {labels.name} {len(y)} labels")
-        parts.append((_shape_images(_to_unit_float32(x), shape), y))
+        parts.append((_shape_images(_images.to_unit_range(x), shape), y))
     (X_train, y_train), (X_test, y_test) = parts
     return X_train, X_test, y_train, y_test
 
@@ -263,6 +274,12 @@ class Dataset:
     local_dir : path or None
         A folder known to hold the data set as IDX files (so that
         ``skcnn train --idx`` on it knows the class names).
+    framing : {"mnist", "fill", "whole"}, default="mnist"
+        How its images were made, so that :func:`skcnn.images.prepare_image`
+        frames a user's picture the same way (see
+        :data:`skcnn.images.FRAMINGS`): MNIST's digits sit in a 20x20 box
+        centred by mass; scikit-learn's 8x8 digits and Fashion-MNIST's
+        products fill their frame.
     """
 
     title: str
@@ -271,6 +288,7 @@ class Dataset:
     image_shape: tuple
     default_epochs: int = 5
     local_dir: Path = None
+    framing: str = "mnist"
 
 
 def _load_digits(data_home, shape):
@@ -280,12 +298,176 @@ def _load_digits(data_home, shape):
 #: The data sets ``skcnn train --dataset NAME`` knows, by name. A new data set
 #: is one more entry.
 DATASETS = {
-    "mnist": Dataset("MNIST", load_mnist, _DIGITS, (1, 28, 28)),
+    "mnist": Dataset("MNIST", load_mnist, _DIGITS, (1, 28, 28), framing="mnist"),
     "fashion-mnist": Dataset(
         "Fashion-MNIST", load_fashion_mnist, FASHION_MNIST_CLASSES, (1, 28, 28),
-        local_dir=DEBIAN_FASHION_MNIST,
+        local_dir=DEBIAN_FASHION_MNIST, framing="fill",
     ),  # fmt: skip
     "digits": Dataset(
-        "scikit-learn's 8x8 digits", _load_digits, _DIGITS, (1, 8, 8), default_epochs=30
+        "scikit-learn's 8x8 digits", _load_digits, _DIGITS, (1, 8, 8), default_epochs=30,
+        framing="fill",
     ),
 }
+
+
+def _class_folders(root):
+    """The class subfolders of ``root``, sorted, and the files beside them."""
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    return [p for p in entries if p.is_dir()], [p for p in entries if p.is_file()]
+
+
+def _common_size(files):
+    """The most common (H, W) among picture files, upright (from their headers)."""
+    from PIL import Image
+
+    sizes = []
+    for file in files:
+        try:
+            with Image.open(file) as im:
+                w, h = im.size
+                if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation: turned
+                    w, h = h, w
+        except Exception:  # reported when the file is read
+            continue
+        sizes.append((h, w))
+    return Counter(sizes).most_common(1)[0][0] if sizes else (1, 1)
+
+
+def load_image_folder(path, *, size=None, color="auto", return_X_y=False):
+    """Load a folder of pictures with one subfolder per class.
+
+    Like scikit-learn's ``load_files``: ``path/cat/1.jpg``, ``path/dog/a.png``,
+    ... make the classes "cat" and "dog". Pillow reads every picture (PNG,
+    JPEG, GIF, BMP, TIFF, WebP, ...; EXIF orientation applied; 16-bit and
+    palette pictures at their own depth; transparency on white). Pictures of
+    other sizes are resized to ``size`` (the whole picture, stretched if its
+    aspect differs: Lanczos, as 32-bit floats), and all get the same colour
+    mode. A file Pillow cannot read is skipped with a warning that names it;
+    hidden files (".name") are ignored.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The folder holding one subfolder per class.
+    size : int or (H, W) or None, default=None
+        Size of the returned images; None takes the most common size among
+        the pictures (the first such in file order on a tie).
+    color : {"auto", "gray", "rgb"}, default="auto"
+        "auto": one grey channel when every picture is grey (grey modes, or
+        colour modes whose channels differ by at most 8/255), else RGB.
+    return_X_y : bool, default=False
+        Return ``(data, target)`` instead of the Bunch.
+
+    Returns
+    -------
+    Bunch with
+        data : ndarray of float32, shape (n, C, H, W), values in [0, 1]
+            C is 1 (grey) or 3 (RGB).
+        target : ndarray of int64, shape (n,)
+            Index into ``target_names``.
+        target_names : list of str
+            The class folders that hold at least one readable picture, sorted.
+        filenames : ndarray of str, shape (n,)
+        framing : "whole"
+            How the images were made, for :func:`skcnn.images.prepare_image`.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is not a folder.
+    ValueError
+        No class subfolders, or no readable picture in any of them.
+
+    Warns
+    -----
+    UserWarning
+        For each unreadable file (named, with Pillow's reason), for class
+        folders without a readable picture, and for files lying directly in
+        ``path`` (they belong to no class and are ignored).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, colour in [("red", (255, 0, 0)), ("blue", (0, 0, 255))]:
+    ...     (root / name).mkdir()
+    ...     Image.new("RGB", (12, 10), colour).save(root / name / "a.png")
+    >>> bunch = load_image_folder(root)
+    >>> bunch.data.shape, bunch.target_names
+    ((2, 3, 10, 12), ['blue', 'red'])
+    """
+    from sklearn.utils import Bunch
+
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    _images._check_color(color)
+    folders, loose = _class_folders(root)
+    if loose:
+        names = ", ".join(p.name for p in loose[:5]) + (", ..." if len(loose) > 5 else "")
+        warnings.warn(
+            f"{root}: {len(loose)} file(s) lie outside the class subfolders and were ignored: {names}",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not folders:
+        raise ValueError(
+            f"{root} has no subfolders: put the pictures of each class in a subfolder named "
+            "after the class (e.g. cats/1.jpg, dogs/2.jpg)"
+        )
+    if size is not None:
+        size = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+        if len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size):
+            raise ValueError(f"size must be None, an int or (H, W) of positive ints; got {size!r}")
+    files = {
+        folder: sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        for folder in folders
+    }
+    if size is None:
+        size = _common_size([f for fs in files.values() for f in fs])
+    # each picture is resized as it is read (a folder of photos need not fit in memory)
+    pictures, grey, labels, filenames, empty = [], [], [], [], []
+    for folder, folder_files in files.items():
+        found = 0
+        for file in folder_files:
+            try:
+                pixels = _images.read_image(file)
+            except Exception as exc:  # Pillow raises many kinds for broken or foreign files
+                warnings.warn(f"skipped {file}: not a readable picture ({exc})", UserWarning, stacklevel=2)
+                continue
+            grey.append(_images.is_gray(pixels))
+            pictures.append(_images.resize(pixels, size))
+            labels.append(folder.name)
+            filenames.append(str(file))
+            found += 1
+        if not found:
+            empty.append(folder.name)
+    if empty:
+        warnings.warn(
+            f"{root}: no readable picture in {', '.join(empty)}; "
+            f"{'that class is' if len(empty) == 1 else 'those classes are'} left out",
+            UserWarning,
+            stacklevel=2,
+        )
+    if not pictures:
+        raise ValueError(f"{root}: no readable picture in any class folder")
+    if color == "auto":
+        color = "gray" if all(grey) else "rgb"
+    data = np.empty((len(pictures), 1 if color == "gray" else 3, *size), dtype=np.float32)
+    for i, pixels in enumerate(pictures):
+        pixels = _images._convert(pixels, color)
+        data[i] = pixels if pixels.ndim == 2 else pixels.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+    target_names = sorted(set(labels))
+    target = np.searchsorted(target_names, labels).astype(np.int64)
+    if return_X_y:
+        return data, target
+    return Bunch(
+        data=data,
+        target=target,
+        target_names=target_names,
+        filenames=np.asarray(filenames),
+        framing="whole",
+        DESCR=f"Pictures in {root}: {len(data)} in {len(target_names)} classes, "
+        f"{data.shape[1]} channel(s) of {size[0]}x{size[1]} pixels.",
+    )

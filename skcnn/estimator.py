@@ -1,6 +1,7 @@
 """CNNClassifier: the network, the optimizer and the trainer behind scikit-learn's API."""
 
 import numbers
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .augmentation import Augmenter
 from .functions import log_softmax, softmax
 from ._version import __version__
+from .images import CHANNEL_COUNTS, guess_data_format
 from .layers import BatchNorm, Dense, Layer, layer_from_config
 from .network import PRESETS, Network, preset_layers
 from .optimizers import SOLVERS, make_optimizer
@@ -26,6 +28,9 @@ _NO_Y = object()  # _validate_input without y (None is a y, and an invalid one)
 
 #: batch_size="auto" trains on min(AUTO_BATCH, n_samples) samples per step.
 AUTO_BATCH = 100
+
+#: Values of the data_format parameter.
+DATA_FORMATS = ("auto", "channels_first", "channels_last")
 
 
 @contextmanager
@@ -113,6 +118,7 @@ _CONSTRAINTS = {
         lambda v: v is None or (_positive_ints(v) and len(v) in (2, 3)),
         "None or a tuple (C, H, W) or (H, W) of positive ints",
     ),
+    "data_format": (lambda v: isinstance(v, str) and v in DATA_FORMATS, f"one of {list(DATA_FORMATS)}"),
     "solver": (lambda v: isinstance(v, str) and v in SOLVERS, f"one of {sorted(SOLVERS)}"),
     "alpha": (_finite(0), "a finite float >= 0"),
     "weight_decay": (_finite(0), "a finite float >= 0"),
@@ -185,10 +191,25 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     dropout : float or None, default=None
         Dropout rate after each hidden dense layer, in [0, 1).
     input_shape : tuple or None, default=None
-        ``(C, H, W)`` or ``(H, W)`` of one image, for 2-D ``X``. None infers
-        it: 3-D ``(n, H, W)`` and 4-D ``(n, C, H, W)`` arrays carry their
-        shape; a 2-D ``X`` with a perfect-square number of features is one
-        square channel; any other is a 1 x n_features strip.
+        ``(C, H, W)`` or ``(H, W)`` of one image, channels first whatever
+        ``data_format`` is (it becomes ``input_shape_``). None infers it:
+        3-D ``(n, H, W)`` and 4-D arrays carry their shape; a 2-D ``X`` with
+        a perfect-square number of features is one square channel; any other
+        is a 1 x n_features strip. Given, it also decides a 4-D shape that
+        ``data_format="auto"`` cannot (see below).
+    data_format : {"auto", "channels_first", "channels_last"}, default="auto"
+        How ``X`` holds an image's channels: 4-D ``(n, C, H, W)`` or
+        ``(n, H, W, C)`` (Keras, PIL, imageio, OpenCV), and flat rows as
+        channel planes or as interleaved pixels (``X.reshape(n, -1)`` of
+        either). "auto" reads the channel axis of a 4-D ``X`` off its
+        shape: the one of axes 1 and 3 that has 1 to 4 entries (grey, grey +
+        alpha, RGB, RGBA). When both or neither have (``(n, 3, 4, 3)``,
+        ``(n, 1, 8, 1)``, ``(n, 16, 8, 8)``), ``input_shape`` decides, or
+        ``fit`` refuses the shape and asks for ``data_format``. Flat rows are
+        channel planes under "auto". Either way the network sees the same
+        images: a channels-last ``X`` gives the same model and predictions
+        as the same images channels-first. The layout ``fit`` saw is kept
+        in ``data_format_``, and later calls must use it.
     solver : {"adam", "sgd", "momentum", "nesterov", "adagrad", "rmsprop"}, default="adam"
         The update rule. "adam" is MLP's (Kingma & Ba, 2015). MLP: its "sgd"
         uses ``momentum`` with Nesterov's form (nesterovs_momentum=True),
@@ -293,6 +314,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Column names, when fitted on a DataFrame with string column names.
     input_shape_ : tuple
         ``(C, H, W)`` of one image.
+    data_format_ : {"channels_first", "channels_last"}
+        How ``fit`` read the channels of ``X`` (for 2-D and 3-D ``X``: from
+        ``data_format``, "auto" meaning channels-first); ``predict`` and
+        ``partial_fit`` expect 4-D ``X`` and flat rows laid out the same way.
+        Parameter files keep it (files written before it was recorded load
+        without it: 4-D ``X`` is then read by its shape, flat rows as
+        channel planes unless ``data_format`` says otherwise).
     network_ : skcnn.network.Network
         The fitted network (its layers and weights).
     history_ : skcnn.trainer.History
@@ -350,6 +378,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         batch_norm=None,
         dropout=None,
         input_shape=None,
+        data_format="auto",
         solver="adam",
         alpha=0.0,
         weight_decay=0.0,
@@ -380,6 +409,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.batch_norm = batch_norm
         self.dropout = dropout
         self.input_shape = input_shape
+        self.data_format = data_format
         self.solver = solver
         self.alpha = alpha
         self.weight_decay = weight_decay
@@ -451,53 +481,171 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         2-D X keeps sklearn's semantics (validate_data: n_features_in_,
         feature names, finite values, dtype); 3-D and 4-D arrays are image
-        batches, flattened for validation and reshaped back (a view).
+        batches, flattened in their own layout for validation and reshaped
+        back (a view; a channels-last batch becomes a transposed view).
         """
-        image_shape = None
+        sample_shape = None  # one sample's shape as X holds it, for 3-D and 4-D X
+        data_format = None
         if isinstance(X, (np.ndarray, list, tuple)):
             ndim = np.ndim(X)
             if ndim in (3, 4):
                 X = np.asarray(X)
-                image_shape = (1, *X.shape[1:]) if ndim == 3 else tuple(X.shape[1:])
+                sample_shape = tuple(X.shape[1:])
+                if not reset:  # the shape first: its error says more than a count of features
+                    data_format = self._check_layout(sample_shape, len(X))
                 X = X.reshape(len(X), -1)
             elif ndim > 4:
-                raise ValueError(f"X must be 2-D, 3-D (n, H, W) or 4-D (n, C, H, W); got {ndim}-D")
+                raise ValueError(
+                    f"X must be 2-D, 3-D (n, H, W) or 4-D (n, C, H, W) or (n, H, W, C); got {ndim}-D"
+                )
         common = dict(reset=reset, dtype=(np.float64, np.float32), accept_sparse=False)
         if y is _NO_Y:
             X = validate_data(self, X, **common)
         else:
             X, y = validate_data(self, X, y, **common)
         if reset:
-            self.input_shape_ = self._resolve_input_shape(X.shape[1], image_shape)
-        elif image_shape is not None and image_shape != self.input_shape_:
-            raise ValueError(
-                f"X holds images of shape {image_shape}, but {type(self).__name__} was "
-                f"fitted on images of shape {self.input_shape_}"
-            )
+            self.input_shape_, self.data_format_ = self._resolve_layout(X.shape[1], sample_shape)
+            data_format = self.data_format_
+        elif data_format is None:  # flat rows
+            data_format = self._check_layout(None, len(X))
         if hasattr(self, "network_") and not reset:
             X = X.astype(self.network_.dtype, copy=False)
-        images = X.reshape(len(X), *self.input_shape_)
+        c, h, w = self.input_shape_
+        if data_format == "channels_last":
+            images = X.reshape(len(X), h, w, c).transpose(0, 3, 1, 2)  # (n, H, W, C) -> (n, C, H, W)
+        else:
+            images = X.reshape(len(X), c, h, w)
         return images if y is _NO_Y else (images, y)
 
     def _resolve_input_shape(self, n_features, image_shape):
+        """``(C, H, W)`` of one image, for X with ``n_features`` per sample."""
+        return self._resolve_layout(n_features, image_shape)[0]
+
+    def _resolve_layout(self, n_features, sample_shape):
+        """``(C, H, W)`` and the data format of the X ``fit`` was given.
+
+        ``sample_shape`` is one sample's shape in a 3-D or 4-D X (None for
+        2-D X). Anything the shape and the parameters leave open is refused,
+        never guessed.
+        """
+        fmt = self.data_format
+        flat_format = "channels_last" if fmt == "channels_last" else "channels_first"
+        declared = None
         if self.input_shape is not None:
-            shape = tuple(self.input_shape)
-            shape = (1, *shape) if len(shape) == 2 else shape
-            if int(np.prod(shape)) != n_features:
+            declared = tuple(self.input_shape)
+            declared = (1, *declared) if len(declared) == 2 else declared
+            if int(np.prod(declared)) != n_features:
                 raise ValueError(
-                    f"input_shape={self.input_shape!r} holds {int(np.prod(shape))} values per "
+                    f"input_shape={self.input_shape!r} holds {int(np.prod(declared))} values per "
                     f"sample, but X has {n_features} features"
                 )
-            if image_shape is not None and shape != image_shape:
+            if fmt != "channels_first" and guess_data_format(declared) == "channels_last":
+                c, h, w = declared
+                raise ValueError(
+                    f"input_shape={self.input_shape!r} is (C, H, W): {c} channels of {h}x{w} "
+                    f"pixels. For {c}x{h} pictures with {w} channels write input_shape="
+                    f"{(w, c, h)!r} (data_format says how X holds them); for {c} channels "
+                    "indeed, pass data_format='channels_first'"
+                )
+        if sample_shape is None:  # flat rows
+            if declared is not None:
+                return declared, flat_format
+            side = int(round(np.sqrt(n_features)))
+            if side * side == n_features:
+                return (1, side, side), flat_format
+            side = int(round(np.sqrt(n_features / 3)))
+            if 3 * side * side == n_features and side >= 8:
+                warnings.warn(
+                    f"X has {n_features} features, 3 x {side} x {side}: read as one 1 x "
+                    f"{n_features} strip. If its rows are RGB pictures pass input_shape="
+                    f"(3, {side}, {side}) and data_format='channels_first' (rows of channel "
+                    "planes) or 'channels_last' (rows of interleaved pixels)",
+                    UserWarning,
+                    stacklevel=5,
+                )
+            return (1, 1, n_features), flat_format
+        if len(sample_shape) == 2:  # (n, H, W): one channel, no channel axis
+            shape = (1, *sample_shape)
+            if declared is not None and declared != shape:
                 raise ValueError(
                     f"input_shape={self.input_shape!r} does not match the shape of the "
-                    f"images in X, {image_shape}"
+                    f"images in X, {shape}"
                 )
-            return shape
-        if image_shape is not None:
-            return image_shape
-        side = int(round(np.sqrt(n_features)))
-        return (1, side, side) if side * side == n_features else (1, 1, n_features)
+            return shape, flat_format
+        a, b, c = sample_shape
+        readings = {"channels_first": (a, b, c), "channels_last": (c, a, b)}
+        if fmt != "auto":
+            chosen = fmt
+        elif declared is not None:
+            matching = [f for f, shape in readings.items() if shape == declared]
+            chosen = matching[0] if matching else "channels_first"
+            if len(matching) == 2 and a != 1:
+                raise self._ambiguous(sample_shape)
+        else:
+            chosen = guess_data_format(sample_shape)
+            if chosen is None:
+                raise self._ambiguous(sample_shape)
+        shape = readings[chosen]
+        if declared is not None and declared != shape:
+            raise ValueError(
+                f"input_shape={self.input_shape!r} does not match the shape of the images "
+                f"in X, {sample_shape}, read {chosen.replace('_', '-')} as {shape}"
+            )
+        return shape, chosen
+
+    @staticmethod
+    def _ambiguous(sample_shape):
+        a, b, c = sample_shape
+        if a in CHANNEL_COUNTS and c in CHANNEL_COUNTS:
+            axes = "both axes 1 and 3 have"
+        else:
+            axes = "neither axis 1 nor axis 3 has"
+        return ValueError(
+            f"X holds images of shape {sample_shape}, and {axes} 1 to 4 entries, so its "
+            f"layout is ambiguous: channels-first it is {a} channel(s) of {b}x{c} pixels, "
+            f"channels-last {c} channel(s) of {a}x{b}. Pass data_format='channels_first' "
+            "or 'channels_last' (or input_shape=(C, H, W))."
+        )
+
+    def _check_layout(self, sample_shape, n):
+        """The data format of X after ``fit``; raises, saying how to fix it,
+        when X's images are not the shape or layout the model was fitted on."""
+        c, h, w = self.input_shape_
+        fitted = getattr(self, "data_format_", None)  # None: loaded from a parameter file
+        if fitted is None and self.data_format != "auto":
+            fitted = self.data_format
+        held = {"channels_first": (c, h, w), "channels_last": (h, w, c)}
+        if sample_shape is None:  # flat rows: validate_data checked their length
+            return fitted or "channels_first"
+        if len(sample_shape) == 3:
+            matching = [f for f, shape in held.items() if shape == sample_shape]
+            if fitted in matching or (fitted is None and len(matching) == 1):
+                return fitted or matching[0]
+            if len(matching) == 2:  # a loaded model of C == H == W
+                if c == 1:
+                    return "channels_first"
+                raise self._ambiguous(sample_shape)
+            if matching:  # the other layout
+                other = matching[0]
+                axes = "(0, 3, 1, 2)" if other == "channels_last" else "(0, 2, 3, 1)"
+                raise ValueError(
+                    f"X holds {other.replace('_', '-')} images (n, {', '.join(map(str, sample_shape))}), "
+                    f"but {type(self).__name__} was fitted on {fitted.replace('_', '-')} "
+                    f"images (n, {', '.join(map(str, held[fitted]))}). Pass X.transpose{axes} "
+                    f"(or fit on {other.replace('_', '-')} images)."
+                )
+        elif (1, *sample_shape) == self.input_shape_:
+            return fitted or "channels_first"
+        layout = fitted or "channels_first"
+        hint = ""
+        if (n, *sample_shape) == held[layout]:
+            hint = " One picture? Give it a batch axis: X[np.newaxis]."
+        elif len(sample_shape) == 2 and c > 1:
+            hint = f" A 3-D X is grey (one channel); this model reads {c} channels."
+        raise ValueError(
+            f"X holds images of shape {sample_shape}, but {type(self).__name__} was fitted on "
+            f"{layout.replace('_', '-')} images of shape {held[layout]}.{hint}"
+        )
 
     @staticmethod
     def _check_sample_weight(sample_weight, n_samples):
@@ -526,7 +674,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
+        X : array-like of shape (n_samples, n_features), (n, H, W), (n, C, H, W) or (n, H, W, C)
+            See ``data_format`` for how the channel axis is found.
         y : array-like of shape (n_samples,)
             Any labels: ints, strings, +-1; two or more classes.
         sample_weight : array-like of shape (n_samples,), default=None
@@ -846,6 +995,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         }
         if hasattr(self, "feature_names_in_"):
             extra["feature_names_in"] = [str(v) for v in self.feature_names_in_]
+        if hasattr(self, "data_format_"):  # how flat rows and 4-D batches were laid out
+            extra["data_format"] = self.data_format_
         if metadata is not None:
             extra["metadata"] = metadata
         save_network(path, self.network_, self.classes_, extra)
@@ -908,7 +1059,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     f"{path} holds a network for images of shape {network.input_shape}, but "
                     f"input_shape={self.input_shape!r}"
                 )
-        for name in ("_optimizer", "_rng", "feature_names_in_", "class_weight_"):
+        for name in ("_optimizer", "_rng", "feature_names_in_", "class_weight_", "data_format_"):
             self.__dict__.pop(name, None)
         self.network_ = network
         self.classes_ = classes
@@ -916,6 +1067,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = int(np.prod(network.input_shape))
         if "feature_names_in" in extra:
             self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
+        if extra.get("data_format") in ("channels_first", "channels_last"):
+            self.data_format_ = extra["data_format"]
         loss_curve = [float(v) for v in extra.get("loss_curve", [])]
         self.history_ = History(
             loss_curve=loss_curve,
@@ -935,7 +1088,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features), (n, H, W) or (n, C, H, W)
+        X : array-like of shape (n_samples, n_features), (n, H, W), (n, C, H, W) or (n, H, W, C)
+            Laid out as the ``X`` of ``fit`` was (``data_format_``).
 
         Returns
         -------

@@ -8,11 +8,12 @@ import pytest
 
 from skcnn import datasets
 from skcnn.datasets import DatasetUnavailableError, load_idx, load_idx_dataset, load_mnist
+from skcnn.images import FRAMINGS
 
 
 def write_idx(path, array, compress=False):
     """Write an IDX file the way the MNIST files are laid out."""
-    codes = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}
+    codes = {np.uint8: 0x08, np.int8: 0x09, np.int16: 0x0B, np.int32: 0x0C, np.float32: 0x0D, np.float64: 0x0E}
     code = codes[array.dtype.type]
     header = bytes([0, 0, code, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     raw = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
@@ -160,9 +161,12 @@ def test_registry_entries_name_their_classes_and_geometry():
         assert len(entry.class_names) == 10 and len(set(entry.class_names)) == 10, name
         assert all(isinstance(c, str) and c for c in entry.class_names), name
         assert len(entry.image_shape) == 3 and entry.default_epochs >= 1, name
+        assert entry.framing in FRAMINGS, name
     fashion = datasets.DATASETS["fashion-mnist"].class_names
     assert fashion[0] == "T-shirt/top" and fashion[9] == "Ankle boot"
     assert datasets.DATASETS["mnist"].class_names[7] == "7"
+    # how their images were made: MNIST's digits in a 20x20 box, the others filling the frame
+    assert [datasets.DATASETS[n].framing for n in ("mnist", "fashion-mnist", "digits")] == ["mnist", "fill", "fill"]
 
 
 def test_registry_loaders_return_images_of_the_recorded_geometry(tmp_path):
@@ -173,3 +177,130 @@ def test_registry_loaders_return_images_of_the_recorded_geometry(tmp_path):
     pixels, _ = build_openml_cache(tmp_path, datasets.OPENML_IDS["mnist"], n_rows=14)
     mnist = datasets.DATASETS["mnist"]
     assert mnist.load(tmp_path, "images")[0].shape[1:] == mnist.image_shape
+
+
+def write_idx_dataset(folder, images, labels):
+    """The four IDX files of a data set whose train and test images are ``images``."""
+    for prefix in ("train", "t10k"):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "dtype,top",
+    [(np.uint8, 255), (np.int8, 127), (np.int16, 32767), (np.int32, 2**31 - 1)],
+)
+def test_idx_images_of_every_integer_type_come_out_in_0_1(tmp_path, dtype, top):
+    # int16 images came out in [1.04, 126.3] (divided by 255 whatever the type)
+    rng = np.random.default_rng(0)
+    raw = rng.integers(top // 100, top, (4, 28, 28), endpoint=True).astype(dtype)
+    raw[0, 0, 0] = 0
+    X_train, _, _, _ = load_idx_dataset(write_idx_dataset(tmp_path, raw, np.arange(4, dtype=np.uint8)))
+    assert X_train.dtype == np.float32 and X_train.min() == 0 and X_train.max() <= 1
+    np.testing.assert_allclose(X_train, raw.reshape(4, -1) / top, rtol=1e-6)
+    assert X_train.max() > 0.9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_idx_float_images_already_in_0_1_are_kept(tmp_path, dtype):
+    # they came out in [0, 0.0039] (divided by 255 again)
+    raw = np.random.default_rng(0).random((4, 28, 28)).astype(dtype)
+    X_train, _, _, _ = load_idx_dataset(write_idx_dataset(tmp_path, raw, np.arange(4, dtype=np.uint8)))
+    np.testing.assert_allclose(X_train, raw.reshape(4, -1), rtol=1e-6)
+    with pytest.warns(UserWarning, match="clipped"):  # 0-255 held as floats: said, not silently squashed
+        load_idx_dataset(write_idx_dataset(tmp_path, raw * 255, np.arange(4, dtype=np.uint8)))
+
+
+# -- load_image_folder -----------------------------------------------------------
+
+
+def picture_folder(root):
+    """Two classes of pictures in mixed sizes, modes and formats, plus things
+    that are no pictures."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "disc").mkdir(parents=True)
+    (root / "bar").mkdir()
+    made = {}
+    for i in range(6):
+        for name in ("disc", "bar"):
+            yy, xx = np.mgrid[:24, :20]
+            shape = ((yy - 12) ** 2 + (xx - 10) ** 2 < 36) if name == "disc" else (abs(xx - 10) < 3)
+            value = np.where(shape, 40, 220) + rng.integers(0, 10, (24, 20))
+            im = Image.fromarray(value.astype(np.uint8))
+            kind = ["L.png", "RGB.jpg", "P.gif", "LA.png", "RGBA.png", "I16.png"][i]
+            path = root / name / f"{i}_{kind}"
+            if kind == "I16.png":
+                im = Image.fromarray((value * 257).astype(np.uint16))
+            elif kind != "L.png":
+                im = im.convert(kind.split(".")[0].replace("I16", "L"))
+            if i == 2:
+                im = im.resize((30, 36))  # another size
+            im.save(path)
+            made[str(path)] = None if i == 2 else value / 255
+    (root / "bar" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (root / "bar" / "notes.txt").write_text("not a picture")
+    (root / "bar" / ".DS_Store").write_bytes(b"hidden")
+    (root / "readme.md").write_text("outside every class")
+    (root / "empty").mkdir()
+    return made
+
+
+@pytest.mark.filterwarnings("ignore:.*(skipped|outside|no readable):UserWarning")  # checked once below
+def test_load_image_folder_reads_mixed_pictures_into_one_shape(tmp_path):
+    made = picture_folder(tmp_path)
+    with pytest.warns(UserWarning) as record:
+        bunch = datasets.load_image_folder(tmp_path)
+    messages = " | ".join(str(w.message) for w in record)
+    assert "broken.png" in messages and "notes.txt" in messages  # named, never silent
+    assert "readme.md" in messages and "empty" in messages and ".DS_Store" not in messages
+    assert bunch.data.shape == (12, 1, 24, 20)  # the most common size; every picture is grey
+    assert bunch.data.dtype == np.float32 and 0 <= bunch.data.min() and bunch.data.max() <= 1
+    assert bunch.target_names == ["bar", "disc"]
+    assert bunch.target.dtype == np.int64 and np.bincount(bunch.target).tolist() == [6, 6]
+    assert len(bunch.filenames) == 12 and bunch.framing == "whole"
+    for image, name in zip(bunch.data, bunch.filenames):
+        expected = made[name]
+        if expected is not None:  # not resized: the values as written, 16 bits too
+            assert np.abs(image[0] - expected).mean() < (0.04 if name.endswith("jpg") else 0.005), name
+    X, y = datasets.load_image_folder(tmp_path, size=(12, 10), color="rgb", return_X_y=True)
+    assert X.shape == (12, 3, 12, 10) and y.tolist() == bunch.target.tolist()
+    assert datasets.load_image_folder(tmp_path, size=16, color="gray").data.shape == (12, 1, 16, 16)
+
+
+def test_load_image_folder_keeps_colour_and_turns_phone_photos_upright(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "red").mkdir()
+    (tmp_path / "blue").mkdir()
+    Image.new("RGB", (8, 6), (255, 0, 0)).save(tmp_path / "red" / "a.png")
+    Image.new("RGB", (8, 6), (0, 0, 255)).save(tmp_path / "blue" / "b.png")
+    upright = np.zeros((6, 8, 3), np.uint8)
+    upright[:2] = (0, 0, 255)  # a blue band at the top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned left, shown turned right
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1))).save(tmp_path / "blue" / "turned.png", exif=exif)
+    bunch = datasets.load_image_folder(tmp_path)
+    assert bunch.data.shape == (3, 3, 6, 8)
+    np.testing.assert_allclose(bunch.data[bunch.target_names.index("red") == bunch.target][0][:, 0, 0], [1, 0, 0])
+    turned = bunch.data[list(bunch.filenames).index(str(tmp_path / "blue" / "turned.png"))]
+    np.testing.assert_allclose(turned[2, :2], 1)  # the band is at the top again
+    np.testing.assert_allclose(turned[2, 2:], 0)
+
+
+def test_load_image_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        datasets.load_image_folder(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no subfolders"):
+        datasets.load_image_folder(tmp_path)
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "cats" / "x.jpg").write_bytes(b"garbage")
+    with pytest.warns(UserWarning) as record, pytest.raises(ValueError, match="no readable picture"):
+        datasets.load_image_folder(tmp_path)
+    assert "x.jpg" in str(record[0].message) and "cats" in str(record[1].message)
+    with pytest.raises(ValueError, match="color"):
+        datasets.load_image_folder(tmp_path, color="sepia")
+    with pytest.raises(ValueError, match="size"):
+        datasets.load_image_folder(tmp_path, size=(0, 4))

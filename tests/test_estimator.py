@@ -1,3 +1,4 @@
+import json
 import pickle
 import subprocess
 import sys
@@ -298,3 +299,140 @@ def test_summary_is_a_table_of_the_fitted_network(fitted):
     assert f"Forward FLOPs per image: {summary.flops:,}" in text
     with pytest.raises(NotFittedError):
         CNNClassifier().summary()
+
+
+# -- image layouts: channels-last, ambiguous shapes, flat rows of colour pictures ----
+
+
+@pytest.fixture(scope="module")
+def colour_images():
+    """Small RGB pictures whose class is their colour (red or blue), not their brightness."""
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 2
+    X = rng.uniform(0, 0.3, (120, 3, 10, 10)).astype(np.float32)
+    X[y == 0, 0] += 0.6  # red
+    X[y == 1, 2] += 0.6 * 0.299 / 0.114  # blue of the same luminance
+    return np.clip(X, 0, 1), y
+
+
+def test_channels_last_gives_the_same_model_as_channels_first(digits, colour_images):
+    X_train, X_test, y_train, _ = digits
+    for X, X_new, y in [
+        (X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8), y_train),
+        (colour_images[0][:90], colour_images[0][90:], colour_images[1][:90]),
+    ]:
+        first = CNNClassifier(max_iter=2, random_state=0).fit(X, y)
+        last = CNNClassifier(max_iter=2, random_state=0).fit(X.transpose(0, 2, 3, 1), y)
+        assert last.input_shape_ == first.input_shape_ == X.shape[1:]
+        assert (first.data_format_, last.data_format_) == ("channels_first", "channels_last")
+        assert last.loss_curve_ == pytest.approx(first.loss_curve_, rel=1e-5)
+        np.testing.assert_allclose(
+            last.predict_proba(X_new.transpose(0, 2, 3, 1)), first.predict_proba(X_new), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_flat_rows_of_colour_pictures_as_planes_or_interleaved(colour_images):
+    X, y = colour_images
+    images = CNNClassifier(max_iter=2, random_state=0).fit(X, y)
+    planes = CNNClassifier(max_iter=2, random_state=0, input_shape=(3, 10, 10)).fit(X.reshape(120, -1), y)
+    interleaved = CNNClassifier(
+        max_iter=2, random_state=0, input_shape=(3, 10, 10), data_format="channels_last"
+    ).fit(X.transpose(0, 2, 3, 1).reshape(120, -1), y)
+    p = images.predict_proba(X)
+    np.testing.assert_allclose(planes.predict_proba(X.reshape(120, -1)), p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        interleaved.predict_proba(X.transpose(0, 2, 3, 1).reshape(120, -1)), p, rtol=1e-5, atol=1e-6
+    )
+    assert images.score(X, y) > 0.9  # colour, not brightness, tells the classes apart
+    # 3 x 32 x 32 features without an input_shape: read as a strip, and said so
+    with pytest.warns(UserWarning, match=r"input_shape=\(3, 32, 32\)"):
+        CNNClassifier(max_iter=1).fit(np.zeros((4, 3072)), [0, 1, 0, 1])
+
+
+def test_ambiguous_shapes_are_refused_or_decided_by_the_parameters():
+    y = np.arange(6) % 2
+    for shape in [(6, 3, 4, 3), (6, 1, 8, 1), (6, 16, 8, 8)]:
+        with pytest.raises(ValueError, match="ambiguous.*data_format"):
+            CNNClassifier(max_iter=1).fit(np.zeros(shape), y)
+    X = np.random.default_rng(0).random((6, 3, 4, 3))
+    assert CNNClassifier(max_iter=1, input_shape=(3, 4, 3)).fit(X, y).data_format_ == "channels_first"
+    by_shape = CNNClassifier(max_iter=1, input_shape=(3, 3, 4)).fit(X, y)
+    assert (by_shape.input_shape_, by_shape.data_format_) == ((3, 3, 4), "channels_last")
+    said = CNNClassifier(max_iter=1, data_format="channels_last").fit(X, y)
+    assert (said.input_shape_, said.data_format_) == ((3, 3, 4), "channels_last")
+    with pytest.raises(ValueError, match="does not match"):
+        CNNClassifier(max_iter=1, input_shape=(4, 3, 3)).fit(X, y)
+    # an input_shape written channels-last would be 32 channels of 32x3 pixels
+    with pytest.raises(ValueError, match=r"input_shape=\(32, 32, 3\) is \(C, H, W\).*\(3, 32, 32\)"):
+        CNNClassifier(input_shape=(32, 32, 3)).fit(np.zeros((2, 3072)), [0, 1])
+    with pytest.raises(ValueError, match="data_format must be one of"):
+        CNNClassifier(data_format="NHWC").fit(np.zeros((2, 4)), [0, 1])
+
+
+def test_predicting_in_the_other_layout_says_how_to_fix_it(digits, tmp_path):
+    X_train, X_test, y_train, _ = digits
+    first = CNNClassifier(max_iter=1, random_state=0).fit(X_train.reshape(-1, 1, 8, 8), y_train)
+    last = CNNClassifier(max_iter=1, random_state=0).fit(X_train.reshape(-1, 8, 8, 1), y_train)
+    images = X_test.reshape(-1, 1, 8, 8)
+    before = first.predict_proba(images)
+    with pytest.raises(ValueError, match=r"channels-last.*channels-first.*X\.transpose\(0, 3, 1, 2\)"):
+        first.predict(images.transpose(0, 2, 3, 1))
+    with pytest.raises(ValueError, match=r"X\.transpose\(0, 2, 3, 1\)"):
+        last.predict(images)
+    with pytest.raises(ValueError, match=r"X\.transpose"):
+        first.partial_fit(images[:10].transpose(0, 2, 3, 1), y_train[:10])
+    np.testing.assert_array_equal(first.predict_proba(images), before)  # the rejected calls changed nothing
+    assert first.data_format_ == "channels_first"
+    # without a channel axis nothing can be misread: grey (n, H, W) and flat rows are fine
+    np.testing.assert_array_equal(last.predict_proba(images[:, 0]), last.predict_proba(images.transpose(0, 2, 3, 1)))
+    np.testing.assert_array_equal(last.predict_proba(X_test), last.predict_proba(images[:, 0]))
+    with pytest.raises(ValueError, match=r"batch axis: X\[np\.newaxis\]"):
+        last.predict(images[0].transpose(1, 2, 0))  # one picture (H, W, C) without its batch axis
+    # a parameter file keeps the layout
+    last.save_params(tmp_path / "last.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "last.npz")
+    assert loaded.data_format_ == "channels_last"
+    np.testing.assert_array_equal(
+        loaded.predict_proba(images.transpose(0, 2, 3, 1)), last.predict_proba(images.transpose(0, 2, 3, 1))
+    )
+    with pytest.raises(ValueError, match=r"X\.transpose\(0, 2, 3, 1\)"):
+        loaded.predict(images)
+    # one written before it was recorded reads a 4-D batch by its shape, either layout
+    first.save_params(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["__meta__"]))
+    del meta["extra"]["data_format"]
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    with open(tmp_path / "old.npz", "wb") as f:
+        np.savez(f, **arrays)
+    old = CNNClassifier.from_params_file(tmp_path / "old.npz")
+    assert not hasattr(old, "data_format_")
+    np.testing.assert_array_equal(old.predict_proba(images.transpose(0, 2, 3, 1)), before)
+    np.testing.assert_array_equal(old.predict_proba(images), before)
+
+
+def test_a_parameter_file_keeps_the_order_of_flat_rows(colour_images, tmp_path):
+    X, y = colour_images
+    rows = X.transpose(0, 2, 3, 1).reshape(len(X), -1)  # interleaved pixels
+    clf = CNNClassifier(max_iter=1, random_state=0, input_shape=(3, 10, 10), data_format="channels_last").fit(rows, y)
+    clf.save_params(tmp_path / "rows.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "rows.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(rows), clf.predict_proba(rows))
+
+
+def test_fashion_mnist_channels_last_is_read_as_28x28_pictures():
+    # it was read as 28 channels of 28x1 pictures (input_shape_ == (28, 28, 1))
+    from skcnn.datasets import DEBIAN_FASHION_MNIST, load_idx
+
+    path = DEBIAN_FASHION_MNIST / "t10k-images-idx3-ubyte.gz"
+    if not path.exists():
+        pytest.skip("Fashion-MNIST IDX files not installed")
+    X = (load_idx(path)[:1100, None] / np.float32(255)).astype(np.float32)  # (n, 1, 28, 28)
+    y = load_idx(DEBIAN_FASHION_MNIST / "t10k-labels-idx1-ubyte.gz")[:1100]
+    first = CNNClassifier(max_iter=1, random_state=0).fit(X[:600], y[:600])
+    last = CNNClassifier(max_iter=1, random_state=0).fit(X[:600].transpose(0, 2, 3, 1), y[:600])
+    assert last.input_shape_ == (1, 28, 28)
+    np.testing.assert_allclose(
+        last.predict_proba(X[600:].transpose(0, 2, 3, 1)), first.predict_proba(X[600:]), rtol=1e-5, atol=1e-6
+    )

@@ -17,6 +17,7 @@ SMALL = {
     "distributed_search.py": ["--epochs", "1", "--workers", "1"],
     "incremental_dask.py": ["--n-train", "600", "--blocks", "2", "--n-test", "200"],  # + --scheduler
     "inspect_and_export.py": ["--n-train", "300", "--epochs", "1", "--n-test", "300"],
+    "colour_shapes.py": ["--epochs", "3", "--n-per-class", "12"],
 }
 #: Optional packages an example needs (in the test extra).
 NEEDS = {"incremental_dask.py": ["dask_ml"], "inspect_and_export.py": ["onnx", "onnxruntime"]}

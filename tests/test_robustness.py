@@ -271,6 +271,7 @@ def test_property_fit_and_predict_on_random_valid_problems(
     params = dict(
         solver=solver, batch_size=batch_size, conv_filters=conv_filters, batch_norm=batch_norm,
         hidden_layer_sizes=(5,), max_iter=2, random_state=seed,
+        data_format="channels_first",  # shapes such as (n, 1, 8, 3) say nothing about their layout
     )  # fmt: skip
     if batch_norm and (batch_size == 1 or (batch_size == "auto" and n == 1)):
         with pytest.raises(ValueError, match="batch_size >= 2 or batch_norm=False"):
