@@ -26,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -336,7 +337,10 @@ def cmd_train(args, say, warn):
         n_iter_no_change=1 if args.schedule == "adaptive" else epochs,
     )
     start = time.perf_counter()
-    clf.fit(X_train, y_train)
+    with warnings.catch_warnings():
+        # the command trains the epochs asked for: running them all is no news
+        warnings.filterwarnings("ignore", message=r"max_iter=\d+ epochs ran out")
+        clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start
     accuracy = clf.score(data.X_test, data.y_test)
     say(f"Test accuracy on {data.title}: {accuracy:.4f} after {_count(clf.n_iter_, 'epoch')} "

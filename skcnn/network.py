@@ -419,12 +419,15 @@ class Summary:
     def __init__(self, rows):
         self.rows = list(rows)
         self.total_params = sum(r.n_params for r in self.rows)
-        self.flops = sum(r.flops for r in self.rows)
+        # a layer type without a FLOP count (a user's own) shows "?" and is left out
+        self.flops = sum(r.flops for r in self.rows if r.flops is not None)
+        self.uncounted = [r.layer for r in self.rows if r.flops is None]
 
     def __str__(self):
         header = ("Layer", "Output shape", "Params", "FLOPs")
         cells = [header] + [
-            (r.layer, str(r.output_shape), f"{r.n_params:,}", f"{r.flops:,}") for r in self.rows
+            (r.layer, str(r.output_shape), f"{r.n_params:,}", "?" if r.flops is None else f"{r.flops:,}")
+            for r in self.rows
         ]
         widths = [max(len(row[i]) for row in cells) for i in range(4)]
 
@@ -436,7 +439,8 @@ class Summary:
         return "\n".join([
             line(header), rule, *map(line, cells[1:]), rule,
             f"Total params: {self.total_params:,}",
-            f"Forward FLOPs per image: {self.flops:,} (a multiply-add counts as 2; softmax not counted)",
+            f"Forward FLOPs per image: {self.flops:,} (a multiply-add counts as 2; softmax not counted"
+            + (f"; not counted: {', '.join(self.uncounted)})" if self.uncounted else ")"),
         ])  # fmt: skip
 
     __repr__ = __str__
@@ -457,14 +461,16 @@ def _dense_flops(layer, shape, out):
 
 def _residual_flops(layer, shape, out):
     """The branch's layers, the projection (if any) and the add."""
-    total, h = 0, shape
+    h, parts = shape, []
     for sub in layer.layers:
         h_out = sub.output_shape(h)
-        total += layer_flops(sub, h, h_out)
+        parts.append(layer_flops(sub, h, h_out))
         h = h_out
     if layer.projection is not None:
-        total += layer_flops(layer.projection, shape, out)
-    return total + _size(out)
+        parts.append(layer_flops(layer.projection, shape, out))
+    if None in parts:  # a layer type without a count inside the block
+        return None
+    return sum(parts) + _size(out)
 
 
 #: FLOPs of one image through a layer, as skcnn's prediction computes it:
@@ -490,9 +496,8 @@ _FLOPS = {
 
 def layer_flops(layer, input_shape, output_shape):
     """Forward FLOPs of one sample through ``layer`` (see :data:`_FLOPS`)."""
-    try:
-        count = _FLOPS[type(layer)]
-    except KeyError:
-        name = type(layer).__name__
-        raise ValueError(f"no FLOP count for {name} layers; add one to skcnn.network._FLOPS") from None
-    return int(count(layer, input_shape, output_shape))
+    count = _FLOPS.get(type(layer))
+    if count is None:  # a layer type of the user's: unknown, shown as "?"
+        return None
+    flops = count(layer, input_shape, output_shape)
+    return None if flops is None else int(flops)

@@ -428,8 +428,9 @@ class Trainer:
                     self.optimizer.restore(snapshot[1])
                     warn_user(
                         f"Training diverged in epoch {self.history.n_iter + 1} ({exc}); the weights "
-                        "from the start of that epoch were kept. Lower learning_rate_init "
-                        f"(it was {self.lr_init:g}), or scale the input.",
+                        "from the start of that epoch were kept"
+                        + (" (the initial ones: the model is untrained)" if self.history.n_iter == 0 else "")
+                        + f". Lower learning_rate_init (it was {self.lr_init:g}), e.g. 10 times.",
                         DivergenceWarning,
                     )
                     reason = "diverged"

@@ -559,3 +559,8 @@ def test_train_images_is_refused_with_another_source_of_data(tmp_path, capsys):
         main(["train", "--images", str(tmp_path / "nowhere")])
     assert "no such folder" in capsys.readouterr().err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_train_runs_the_epochs_asked_for_without_a_convergence_warning(tmp_path, recwarn):
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "-q", "--out", str(tmp_path / "m.npz")]) == 0
+    assert not [w for w in recwarn if "epochs ran out" in str(w.message)]

@@ -164,3 +164,25 @@ def test_a_file_with_an_unknown_layer_type_says_what_to_import(digits, tmp_path)
     np.savez(tmp_path / "scale.npz", **arrays)
     with pytest.raises(ValueError, match="unknown layer type 'Scale': import or define"):
         CNNClassifier.from_params_file(tmp_path / "scale.npz")
+
+
+def test_summary_of_a_stack_with_a_users_layer_marks_its_flops_unknown(digits):
+    from skcnn.layers import Layer
+
+    class Doubling(Layer):  # a user's layer: no FLOP count known to skcnn
+        def forward(self, x, training=False):
+            return 2 * x
+
+        def backward(self, grad):
+            return 2 * grad
+
+    X_train, _, y_train, _ = digits
+    clf = CNNClassifier(layers=[Conv2D(4, 3), Doubling(), ReLU()], max_iter=1, random_state=0)
+    summary = clf.fit(X_train[:100], y_train[:100]).summary()
+    row = next(r for r in summary.rows if r.layer == "Doubling()")
+    assert row.flops is None and "Doubling()" in summary.uncounted
+    assert summary.flops == sum(r.flops for r in summary.rows if r.flops is not None) > 0
+    assert "not counted: Doubling()" in str(summary)
+    from skcnn.layers import LAYERS
+
+    del LAYERS["Doubling"]  # keep the registry as other tests expect it

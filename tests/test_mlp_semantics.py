@@ -171,6 +171,7 @@ def test_finite_divergence_is_caught_and_the_last_good_weights_kept(digits, para
     caught = recorded(fit_and_predict)
     (warning,) = only(caught, DivergenceWarning)
     assert "learning_rate_init" in str(warning.message) and warning.filename == __file__
+    assert "the model is untrained" in str(warning.message)  # said plainly when epoch 1 diverged
     assert not [w for w in caught if issubclass(w.category, (RuntimeWarning, ConvergenceWarning))]
     assert clf.n_iter_ == 0 and clf.loss_curve_ == []  # epoch 1 diverged: its start is kept
     assert clf._optimizer.t == 0  # and so is the optimizer's state
