@@ -660,8 +660,13 @@ def main(argv=None):
     def warn(message):
         print(f"skcnn {args.command}: warning: {message}", file=sys.stderr, flush=True)
 
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        warn(str(message))  # in the command's words, not Python's source lines
+
     try:
-        return args.func(args, say, warn)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            return args.func(args, say, warn)
     except (ValueError, OSError) as exc:  # bad files, unreachable data sets
         print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
         return 2

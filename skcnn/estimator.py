@@ -544,8 +544,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"input_shape={self.input_shape!r} is (C, H, W): {c} channels of {h}x{w} "
                     f"pixels. For {c}x{h} pictures with {w} channels write input_shape="
-                    f"{(w, c, h)!r} (data_format says how X holds them); for {c} channels "
-                    "indeed, pass data_format='channels_first'"
+                    f"{(w, c, h)!r} (data_format says how X holds them); if the images do have "
+                    f"{c} channels, pass data_format='channels_first'."
                 )
         if sample_shape is None:  # flat rows
             if declared is not None:

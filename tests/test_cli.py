@@ -564,3 +564,17 @@ def test_train_images_is_refused_with_another_source_of_data(tmp_path, capsys):
 def test_train_runs_the_epochs_asked_for_without_a_convergence_warning(tmp_path, recwarn):
     assert main(["train", "--dataset", "digits", "--epochs", "1", "-q", "--out", str(tmp_path / "m.npz")]) == 0
     assert not [w for w in recwarn if "epochs ran out" in str(w.message)]
+
+
+def test_warnings_are_printed_in_the_commands_words(tmp_path, capsys):
+    from PIL import Image
+
+    for label in ("a", "b"):
+        (tmp_path / "pics" / label).mkdir(parents=True)
+        for i in range(6):
+            Image.new("L", (8, 8), color=40 * i + (120 if label == "a" else 0)).save(tmp_path / "pics" / label / f"{i}.png")
+    (tmp_path / "pics" / "a" / "broken.png").write_bytes(b"not a picture")
+    assert main(["train", "--images", str(tmp_path / "pics"), "--epochs", "1", "-q", "--out", str(tmp_path / "m.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "skcnn train: warning: " in err and "broken.png" in err
+    assert "UserWarning" not in err and ".py:" not in err
