@@ -1,5 +1,6 @@
 """CNNClassifier: the network, the optimizer and the trainer behind scikit-learn's API."""
 
+import copy
 import numbers
 from contextlib import contextmanager
 
@@ -697,8 +698,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.weight_average_ = None
         elif average is None:
             self.weight_average_ = WeightAverage(self.network_, self.ema_decay)
-        else:
-            average.decay = float(self.ema_decay)
+        elif average.decay != self.ema_decay:  # a copy: a call that fails later changes nothing
+            self.weight_average_ = copy.copy(average)
+            self.weight_average_.decay = float(self.ema_decay)
 
     def _set_optimizer(self, fresh):
         """A new optimizer for a fresh fit (or after load_params or a change of

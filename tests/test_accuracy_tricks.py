@@ -194,10 +194,12 @@ def test_warm_start_and_partial_fit_continue_the_average_and_fit_restarts_it(dig
     clf.partial_fit(X, y)
     assert clf.weight_average_ is first and first.n_updates == 12
     clf.set_params(ema_decay=0.5).partial_fit(X, y)  # a new decay applies from now on
-    assert first.decay == 0.5 and first.n_updates == 16
+    assert clf.weight_average_.decay == 0.5 and clf.weight_average_.n_updates == 16
+    assert first.decay == 0.9  # (a copy took the new decay, sharing the averaged network)
+    assert clf.weight_average_.network is first.network
     clf.set_params(warm_start=False)
     fit_quietly(clf, X, y)  # a fresh fit: a fresh average
-    assert clf.weight_average_ is not first and clf.weight_average_.n_updates == 4
+    assert clf.weight_average_.network is not first.network and clf.weight_average_.n_updates == 4
     clf.set_params(ema_decay=0.0, warm_start=True)
     fit_quietly(clf, X, y)  # switched off: prediction uses the trained weights again
     assert clf.weight_average_ is None
@@ -208,6 +210,9 @@ def test_warm_start_and_partial_fit_continue_the_average_and_fit_restarts_it(dig
     with pytest.raises(ValueError):
         clf.partial_fit(X[:, :10], y)
     assert clf.weight_average_ is before and before.n_updates == 4
+    with pytest.raises(ValueError, match="batch of one"):  # refused after the average was set up
+        clf.set_params(ema_decay=0.5, batch_size=1).partial_fit(X, y)
+    assert clf.weight_average_ is before and before.decay == 0.9 and before.n_updates == 4
 
 
 def test_early_stopping_scores_and_keeps_the_average(digits):
