@@ -53,7 +53,7 @@ PRESETS = {
     # A small ResNet: a stem convolution and three stages of one residual
     # block each, at 28x28, 14x14 and 7x7 on 28x28 images, then global average
     # pooling. About 37M multiply-adds an image, twice the deep preset's; an
-    # epoch took 1.3-2.2x the deep preset's on the shared 2-core machine
+    # epoch took 1.1-2.3x the deep preset's on the shared 2-core machine
     # (issue #17's notes), so about 15-20 epochs fit in 30 idle minutes.
     "resnet": dict(
         conv_filters=(32, 64, 128),
