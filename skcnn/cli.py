@@ -292,7 +292,9 @@ def _describe_network(name):
     """'conv 16-32, dense 100' for the preset ``name``, from its fields."""
     preset = PRESETS[name]
     convs = "-".join(str(f) for block in preset["conv_filters"] for f in np.atleast_1d(block))
-    parts = [f"conv {convs}", "dense " + "-".join(map(str, preset["hidden_layer_sizes"]))]
+    parts = [f"residual blocks {convs}, global average pooling" if preset.get("residual") else f"conv {convs}"]
+    if preset["hidden_layer_sizes"]:
+        parts.append("dense " + "-".join(map(str, preset["hidden_layer_sizes"])))
     if preset["batch_norm"]:
         parts.append("batch norm")
     if preset["dropout"]:

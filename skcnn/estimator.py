@@ -1,5 +1,6 @@
 """CNNClassifier: the network, the optimizer and the trainer behind scikit-learn's API."""
 
+import copy
 import numbers
 import warnings
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from .functions import log_softmax, softmax
 from ._version import __version__
 from .images import CHANNEL_COUNTS, guess_data_format
 from .layers import BatchNorm, Dense, Layer, layer_from_config
-from .network import PRESETS, Network, preset_layers
+from .network import PRESET_FIELDS, PRESETS, Network, WeightAverage, preset_layers
 from .optimizers import SOLVERS, make_optimizer
 from .persistence import ParameterFileError, load_network, save_network
 from .trainer import LEARNING_RATES, History, Trainer, warn_user
@@ -140,6 +141,9 @@ _CONSTRAINTS = {
     "validation_fraction": (_finite(0, 1, closed=(False, False)), "a float in (0, 1)"),
     "beta_1": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
     "beta_2": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
+    "label_smoothing": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
+    "warmup_fraction": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
+    "ema_decay": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
     "class_weight": (
         _class_weight,
         "None, 'balanced' or a dict {class label: weight >= 0}",
@@ -159,11 +163,16 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    architecture : {"origin", "deep"}, default="origin"
+    architecture : {"origin", "deep", "resnet"}, default="origin"
         Preset network. "deep" is two 3x3 convolutions per block
         ((32, 32), (64, 64)) with batch norm, Dense(256) and dropout 0.3.
-        The five parameters after ``layers`` override single fields of the
-        preset.
+        "resnet" is a small ResNet (He et al., 2016): a 3x3 stem convolution,
+        three stages of one residual block each, widths (32, 64, 128), the
+        last two halving the image, batch norm, global average pooling and
+        no hidden dense layer; ``conv_filters`` then gives the stages'
+        widths (a tuple entry: several blocks), e.g. ``(16, 32, 64)`` for a
+        4x cheaper one. The five parameters after ``layers`` override single
+        fields of the preset.
     layers : list of Layer or None, default=None
         Any stack instead of a preset: unbuilt layers from
         :mod:`skcnn.layers`, e.g. ``[Conv2D(32, 3, padding="same"),
@@ -244,6 +253,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         "cosine" decays it along a half cosine to 0 over ``max_iter`` epochs
         (Loshchilov & Hutter, 2017). MLP: its schedules act on "sgd" only;
         here on every solver. Its "invscaling" is not offered.
+    warmup_fraction : float in [0, 1), default=0.0
+        Share of the ``max_iter`` epochs of each ``fit`` over which the rate
+        first rises linearly from 0 to ``learning_rate_init`` (Goyal et al.,
+        2017), with "constant" and "cosine" (then the cosine decay takes the
+        rest of the epochs: warm-up plus cosine is the one-cycle shape of
+        Smith & Topin, 2019). Not with "adaptive", nor in ``partial_fit``
+        (one epoch at a constant rate). MLP has none.
     learning_rate_init : float, default=0.001
         The initial step size, as in MLPClassifier. A rate at which training
         diverges is caught (see Warns in :meth:`fit`).
@@ -293,6 +309,22 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     augment : str or None, default=None
         Random training-time augmentation: "shift" (up to 2 pixels), "flip"
         (left-right), "erase" (a blanked square), joined with "+".
+    label_smoothing : float in [0, 1), default=0.0
+        Train towards ``(1 - label_smoothing) * onehot + label_smoothing /
+        n_classes`` instead of the one-hot labels (Szegedy et al., 2016,
+        "Rethinking the Inception architecture"): it keeps the logits from
+        growing without bound, a regulariser. ``loss_curve_`` is the
+        smoothed loss (its minimum is then above 0). MLP has none.
+    ema_decay : float in [0, 1), default=0.0
+        When above 0, predict with an exponential moving average of the
+        weights and of the batch-norm statistics, updated after every step
+        with this decay (``weight_average_``; Polyak & Juditsky, 1992, as
+        used by Szegedy et al., 2016); 0.999 averages over about the last
+        1000 steps (the decay warms up, so short fits work too). The
+        average is saved in parameter files and used by the model loaded
+        from them. ``warm_start`` and ``partial_fit`` continue the average
+        (a fresh ``fit`` starts a new one); a call with ``ema_decay=0``
+        drops it. MLP has none.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, as in scikit-learn's LogisticRegression or
         SVC (MLPClassifier has none): each sample's weight is its
@@ -322,7 +354,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         without it: 4-D ``X`` is then read by its shape, flat rows as
         channel planes unless ``data_format`` says otherwise).
     network_ : skcnn.network.Network
-        The fitted network (its layers and weights).
+        The fitted network (its layers and weights, as training left them).
+    weight_average_ : skcnn.network.WeightAverage or None
+        With ``ema_decay`` > 0, the averaged weights (``.network``), which
+        ``predict``, ``predict_proba`` and ``score`` use; else None.
     history_ : skcnn.trainer.History
         The training record (losses, validation scores, epochs, samples
         seen), extended by warm starts and ``partial_fit``; the attributes
@@ -400,6 +435,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         n_iter_no_change=10,
         augment=None,
         class_weight=None,
+        label_smoothing=0.0,
+        warmup_fraction=0.0,
+        ema_decay=0.0,
     ):
         self.architecture = architecture
         self.layers = layers
@@ -431,6 +469,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.augment = augment
         self.class_weight = class_weight
+        self.label_smoothing = label_smoothing
+        self.warmup_fraction = warmup_fraction
+        self.ema_decay = ema_decay
 
     # -- parameters --------------------------------------------------------------
 
@@ -442,8 +483,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"{name} must be {allowed}; got {value!r}")
         if self.augment is not None:
             Augmenter(self.augment)  # raises a ValueError naming augment
+        if self.warmup_fraction and self.learning_rate == "adaptive":
+            raise ValueError(
+                "warmup_fraction works with learning_rate='constant' or 'cosine'; 'adaptive' "
+                "lowers the rate when training stalls, which a warm-up would undo. Set one of them."
+            )
         if self.layers is not None:
-            fields = [name for name in PRESETS[self.architecture] if getattr(self, name) is not None]
+            fields = [name for name in PRESET_FIELDS if getattr(self, name) is not None]
             if fields:
                 raise ValueError(
                     f"layers describes the whole stack; it cannot be combined with {', '.join(fields)} "
@@ -457,7 +503,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             stack = list(self.layers)
         else:
             fields = dict(PRESETS[self.architecture])
-            for name in fields:
+            for name in PRESET_FIELDS:
                 value = getattr(self, name)
                 if value is not None and name == "hidden_layer_sizes":
                     value = (value,) if _is_int(value) else tuple(value)  # MLP accepts an int
@@ -760,8 +806,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.network_ = Network.from_layers(layers, self.input_shape_, self._rng, X.dtype)
             self._set_input_scaling(X, sw)
             self.history_ = History()
+            self.weight_average_ = None
         if not hasattr(self, "_rng"):  # after load_params
             self._rng = self._new_rng()
+        self.network_.loss_layer.label_smoothing = float(self.label_smoothing)
+        self._set_weight_average()
         self._set_optimizer(fresh)
         # "adaptive" lowers the rate as training stalls: partial_fit goes on
         # from the lowered rate, every other call starts from learning_rate_init.
@@ -780,6 +829,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             n_iter_no_change=self.n_iter_no_change,
             early_stopping=self.early_stopping,
             learning_rate="constant" if incremental else self.learning_rate,
+            warmup_fraction=0.0 if incremental else self.warmup_fraction,
+            average=self.weight_average_,
             augment=None if self.augment is None else Augmenter(self.augment),
             verbose=int(self.verbose),
             n_classes=len(self.classes_),
@@ -787,6 +838,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         max_epochs = 1 if incremental else self.max_iter
         trainer.fit(X, y_idx, sw, self._rng, max_epochs, validation=validation, warn_max_epochs=not incremental)
         self._early_stopping_fit = self.early_stopping
+
+    def _set_weight_average(self):
+        """Start, continue (with the current decay) or drop the average of
+        the weights that prediction uses (``ema_decay``)."""
+        average = getattr(self, "weight_average_", None)
+        if not self.ema_decay:
+            self.weight_average_ = None
+        elif average is None:
+            self.weight_average_ = WeightAverage(self.network_, self.ema_decay)
+        elif average.decay != self.ema_decay:  # a copy: a call that fails later changes nothing
+            self.weight_average_ = copy.copy(average)
+            self.weight_average_.decay = float(self.ema_decay)
 
     def _set_optimizer(self, fresh):
         """A new optimizer for a fresh fit (or after load_params or a change of
@@ -976,7 +1039,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         The file holds the weights, the batch-norm and input-scaling
         statistics, the class labels and a JSON description of the
-        architecture; :meth:`load_params` restores a model that predicts
+        architecture, and with ``ema_decay`` the averaged weights that
+        prediction uses; :meth:`load_params` restores a model that predicts
         identically. Unlike ``joblib.dump`` it holds no optimizer state and
         can be loaded from an untrusted source: loading never runs code.
 
@@ -999,7 +1063,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             extra["data_format"] = self.data_format_
         if metadata is not None:
             extra["metadata"] = metadata
-        save_network(path, self.network_, self.classes_, extra)
+        save_network(path, self.network_, self.classes_, extra, average=getattr(self, "weight_average_", None))
 
     @classmethod
     def from_params_file(cls, path, **params):
@@ -1015,6 +1079,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         for name, fields in PRESETS.items():  # a preset's file reads back as that preset
             if [layer.get_config() for layer in preset_layers(**fields)] == stack:
                 described = {"architecture": name}
+        if loaded.average is not None:  # the model predicts with its average: say so
+            described["ema_decay"] = loaded.average.decay
         estimator = cls(**{**described, **params})
         with _unchanged_on_error(estimator):
             estimator._adopt(path, *loaded)
@@ -1042,7 +1108,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self._adopt(path, *load_network(path))
         return self
 
-    def _adopt(self, path, network, classes, extra):
+    def _adopt(self, path, network, classes, extra, average=None):
         """Take a network read from a parameter file, if it matches the parameters."""
         self._check_params()
         wanted = [layer.get_config() for layer in self._layer_list(len(classes))]
@@ -1062,6 +1128,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         for name in ("_optimizer", "_rng", "feature_names_in_", "class_weight_", "data_format_"):
             self.__dict__.pop(name, None)
         self.network_ = network
+        self.weight_average_ = average
         self.classes_ = classes
         self.input_shape_ = network.input_shape
         self.n_features_in_ = int(np.prod(network.input_shape))
@@ -1081,7 +1148,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     def _logits(self, X):
         check_is_fitted(self)
-        return self.network_.predict_logits(self._validate_input(X, reset=False))
+        average = getattr(self, "weight_average_", None)
+        network = self.network_ if average is None else average.network
+        return network.predict_logits(self._validate_input(X, reset=False))
 
     def predict_proba(self, X):
         """Class probabilities; rows sum to 1.

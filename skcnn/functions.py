@@ -156,13 +156,21 @@ def softmax(z):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def cross_entropy(log_probs, y, sample_weight=None):
+def cross_entropy(log_probs, y, sample_weight=None, label_smoothing=0.0):
     """Mean negative log-likelihood of integer labels ``y``.
 
     With ``sample_weight`` the mean is weighted: ``sum(w * nll) / sum(w)``, so
     an integer weight counts exactly like that many repeated samples.
+
+    With ``label_smoothing`` = eps the target of a sample is not its one-hot
+    label but ``(1 - eps) * onehot + eps / K`` over the K classes (Szegedy et
+    al. 2016, "Rethinking the Inception architecture", section 7): its loss is
+    ``(1 - eps) * nll + eps * mean_k(-log p_k)``.
     """
     nll = -log_probs[np.arange(len(y)), y]
+    if label_smoothing:
+        eps = log_probs.dtype.type(label_smoothing)
+        nll = (1 - eps) * nll - eps * log_probs.mean(axis=1)
     if sample_weight is None:
         return float(nll.mean(dtype=np.float64))
     sw = np.asarray(sample_weight, dtype=np.float64)

@@ -813,13 +813,28 @@ class Residual(Layer):
 
 
 class SoftmaxCrossEntropy:
-    """Softmax followed by cross-entropy, fused: the gradient is ``p - onehot``.
+    """Softmax followed by cross-entropy, fused: the gradient is ``p - target``.
 
     ``forward(logits, y, sample_weight=None)`` returns the (weighted) mean loss
     as a Python float; ``backward(scale=1.0)`` returns dLoss/dLogits times
     ``scale`` (a micro-batch's share of its batch, so that the gradients of the
     micro-batches add up to the batch's).
+
+    Parameters
+    ----------
+    label_smoothing : float in [0, 1), default=0.0
+        The target is ``(1 - label_smoothing) * onehot + label_smoothing / K``
+        for K classes instead of the one-hot label (Szegedy et al. 2016,
+        "Rethinking the Inception architecture for computer vision"): the
+        network is no longer pushed towards infinite logits. 0 is plain
+        cross-entropy. Training only; prediction never uses the loss.
     """
+
+    def __init__(self, label_smoothing=0.0):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+        self.label_smoothing = float(label_smoothing)
+        self._cache = None
 
     def forward(self, logits, y, sample_weight=None):
         logp = log_softmax(logits)
@@ -829,12 +844,17 @@ class SoftmaxCrossEntropy:
         else:
             w = (sample_weight / sample_weight.sum()).astype(logits.dtype)
         self._cache = (logp, y, w)
-        return cross_entropy(logp, y, sample_weight)
+        return cross_entropy(logp, y, sample_weight, self.label_smoothing)
 
     def backward(self, scale=1.0):
         logp, y, w = self._cache
         grad = np.exp(logp)  # the probabilities
-        grad[np.arange(len(y)), y] -= 1
+        eps = self.label_smoothing
+        if eps:  # minus the smoothed target: eps / K everywhere, 1 - eps more at the label
+            grad -= grad.dtype.type(eps / grad.shape[1])
+            grad[np.arange(len(y)), y] -= grad.dtype.type(1 - eps)
+        else:
+            grad[np.arange(len(y)), y] -= 1
         grad *= (w * w.dtype.type(scale))[:, None]
         return grad
 

@@ -10,6 +10,9 @@ Layout of a file: one array per learnable array or buffer, named
 ``"5.0.W"``), the class labels in ``"classes"``, and a JSON document in the
 0-d string array ``"__meta__"``: the format, the input shape, the layer list
 (each layer's config, the output layer included), the dtype and free notes.
+A model that predicts with an average of its weights
+(:class:`~skcnn.network.WeightAverage`) also holds the averaged arrays, named
+``"average.<name>"``, and the average's decay and step count in the JSON.
 """
 
 import json
@@ -18,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .network import Network
+from .network import Network, WeightAverage
 
 __all__ = ["FORMAT", "save_network", "load_network", "LoadedNetwork", "ParameterFileError"]
 
@@ -36,10 +39,12 @@ class LoadedNetwork(NamedTuple):
     network: Network  # its .spec is the layer list, .input_shape (C, H, W)
     classes: np.ndarray
     extra: dict  # JSON notes: version, history, the user's ``metadata``
+    average: WeightAverage = None  # the weights prediction uses, if averaged
 
 
-def save_network(path, network, classes, extra=None):
-    """Write ``network``'s arrays and its layer list to ``path`` (.npz)."""
+def save_network(path, network, classes, extra=None, average=None):
+    """Write ``network``'s arrays and its layer list to ``path`` (.npz), and
+    the averaged arrays of ``average`` (a WeightAverage of it) if given."""
     classes = np.asarray(classes)
     if classes.dtype == object:
         classes = classes.astype(str)
@@ -51,6 +56,9 @@ def save_network(path, network, classes, extra=None):
         "extra": extra or {},
     }
     arrays = network.state_dict()
+    if average is not None:
+        meta["average"] = {"decay": average.decay, "n_updates": average.n_updates}
+        arrays.update({f"average.{name}": v for name, v in average.network.state_dict().items()})
     arrays["classes"] = classes
     arrays["__meta__"] = np.array(json.dumps(meta))
     with open(path, "wb") as f:  # a file object: numpy would append ".npz" to a bare name
@@ -94,12 +102,18 @@ def load_network(path):
     try:
         # Build the described network (weights are overwritten below, so any seed will do)
         network = Network.from_layers(spec, input_shape, np.random.default_rng(0), dtype)
-    except (TypeError, ValueError) as exc:
+        average = None
+        if meta.get("average") is not None:
+            average = WeightAverage(network, float(meta["average"]["decay"]))
+            average.n_updates = int(meta["average"]["n_updates"])
+    except (KeyError, TypeError, ValueError) as exc:
         raise ParameterFileError(f"{path}: cannot build the network it describes: {exc}") from exc
     n_outputs = getattr(network.layers[-1], "units", None)  # the output Dense layer
     if len(classes) != n_outputs:
         raise ParameterFileError(f"{path}: {len(classes)} class labels for a network with {n_outputs} outputs")
-    expected = {name: array for name, array in network.state_dict().items()}
+    expected = network.state_dict()
+    if average is not None:
+        expected.update({f"average.{name}": v for name, v in average.network.state_dict().items()})
     missing = sorted(set(expected) - set(arrays))
     unexpected = sorted(set(arrays) - set(expected))
     if missing or unexpected:
@@ -117,4 +131,6 @@ def load_network(path):
         if not np.isfinite(got).all():
             raise ParameterFileError(f"{path}: array {name!r} holds non-finite values")
     network.load_state_dict(arrays)
-    return LoadedNetwork(network, classes, meta.get("extra", {}))
+    if average is not None:
+        average.network.load_state_dict({k[len("average.") :]: v for k, v in arrays.items() if k.startswith("average.")})
+    return LoadedNetwork(network, classes, meta.get("extra", {}), average)

@@ -41,9 +41,43 @@ __all__ = [
     "LEARNING_RATES",
     "DIVERGENCE_FACTOR",
     "warn_user",
+    "scheduled_rate",
 ]
 
 LEARNING_RATES = ("constant", "adaptive", "cosine")
+
+
+def scheduled_rate(schedule, progress, lr_init, warmup=0.0):
+    """The learning rate of the "constant" or "cosine" schedule with a warm-up.
+
+    Parameters
+    ----------
+    schedule : {"constant", "cosine"}
+        "cosine" decays the rate along a half cosine to 0 after the warm-up
+        (Loshchilov & Hutter 2017, "SGDR: stochastic gradient descent with
+        warm restarts", without the restarts).
+    progress : float in [0, 1]
+        Share of the fit's training done (epochs, counted in fractions).
+    lr_init : float
+        The peak rate.
+    warmup : float in [0, 1)
+        Share of the fit over which the rate first rises linearly from 0 to
+        ``lr_init`` (Goyal et al. 2017, "Accurate, large minibatch SGD"):
+        early steps, taken while batch norm's statistics and Adam's moment
+        estimates are still poor, stay small. With "cosine" this is the
+        shape of the one-cycle policy (Smith & Topin 2019, "Super-convergence").
+
+    Returns
+    -------
+    float
+    """
+    rate = lr_init
+    if schedule == "cosine":
+        decay = (progress - warmup) / (1.0 - warmup) if warmup else progress
+        rate = lr_init * 0.5 * (1.0 + math.cos(math.pi * min(max(decay, 0.0), 1.0)))
+    if progress < warmup:
+        rate *= progress / warmup
+    return rate
 
 #: An epoch whose mean loss (without the L2 penalty) exceeds this many times
 #: the loss of a uniform guess, ``log(n_classes)``, has diverged. Healthy runs
@@ -209,6 +243,13 @@ class Trainer:
         "adaptive" divides the rate by 5 whenever the stopping rule fires,
         and stops once the rate is at most 1e-6 (as MLP's); "cosine" decays it along
         a half cosine to 0 over the epochs of one :meth:`fit` call.
+    warmup_fraction : float in [0, 1)
+        Share of the epochs of one :meth:`fit` call over which the rate rises
+        linearly to its initial value, with "constant" and "cosine" (see
+        :func:`scheduled_rate`); each step takes the rate at its end.
+    average : skcnn.network.WeightAverage or None
+        Updated after every step; with early stopping, the validation score
+        is the average's, and the average is restored with the best epoch.
     augment : callable or None
         ``augment(x_batch, rng)`` returns a transformed copy of a training
         batch of images (N, C, H, W). Never used for prediction.
@@ -231,6 +272,8 @@ class Trainer:
         n_iter_no_change=10,
         early_stopping=False,
         learning_rate="constant",
+        warmup_fraction=0.0,
+        average=None,
         augment=None,
         verbose=0,
         n_classes,
@@ -243,6 +286,8 @@ class Trainer:
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
         self.learning_rate = learning_rate
+        self.warmup_fraction = warmup_fraction
+        self.average = average
         self.augment = augment
         self.verbose = verbose
         self.n_classes = n_classes
@@ -352,8 +397,10 @@ class Trainer:
                 if self.augment is not None:
                     xb = self.augment(xb, rng)
                 if schedule is not None:
-                    self.optimizer.lr = schedule(b / len(starts))
+                    self.optimizer.lr = schedule(b / len(starts), 1 / len(starts))
                 loss, penalty, weight = self._step(xb, y[idx], swb, replicas, pool, packed)
+                if self.average is not None:
+                    self.average.update(self.network)
                 total_loss += loss * weight
                 total_penalty += penalty * weight
                 total_weight += weight
@@ -413,7 +460,7 @@ class Trainer:
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
                 schedule = self._schedule(epoch, max_epochs)
-                snapshot = self.network.state_dict(), self.optimizer.snapshot()
+                snapshot = self.network.state_dict(), self.optimizer.snapshot(), self._average_state()
                 start = time.perf_counter()
                 try:
                     with worker_pool() as pool:
@@ -426,6 +473,8 @@ class Trainer:
                 except _Diverged as exc:
                     self.network.load_state_dict(snapshot[0])
                     self.optimizer.restore(snapshot[1])
+                    if self.average is not None:
+                        self.average.load_state(snapshot[2])
                     warn_user(
                         f"Training diverged in epoch {self.history.n_iter + 1} ({exc}); the weights "
                         "from the start of that epoch were kept"
@@ -470,23 +519,34 @@ class Trainer:
                 ConvergenceWarning,
             )
         if self.early_stopping and self._best_state is not None:
-            self.network.load_state_dict(self._best_state)
+            self.network.load_state_dict(self._best_state[0])
+            if self.average is not None:
+                self.average.load_state(self._best_state[1])
         self.network.clear_cache()
         return reason
 
     def _schedule(self, epoch, max_epochs):
-        if self.learning_rate != "cosine":
+        """The rate at a point of the epoch (its share done, and one step's
+        share), or None when the rate is left alone."""
+        warmup = self.warmup_fraction if self.learning_rate != "adaptive" else 0.0
+        if self.learning_rate != "cosine" and not warmup:
             return None
         lr0 = self.lr_init
 
-        def cosine(fraction_of_epoch):
+        def rate(fraction_of_epoch, step):
             progress = (epoch + fraction_of_epoch) / max_epochs
-            return lr0 * 0.5 * (1.0 + math.cos(math.pi * progress))
+            if progress < warmup:  # a warm-up step takes the rate at its end, never 0
+                progress = (epoch + fraction_of_epoch + step) / max_epochs
+            return scheduled_rate(self.learning_rate, progress, lr0, warmup)
 
-        return cosine
+        return rate
+
+    def _average_state(self):
+        return None if self.average is None else self.average.state()
 
     def _score(self, x, y, sw):
-        pred = self.network.predict_logits(x).argmax(axis=1)
+        network = self.network if self.average is None else self.average.network
+        pred = network.predict_logits(x).argmax(axis=1)
         return float(np.average(pred == y, weights=sw))
 
     def _update_stopping(self, validating):
@@ -500,7 +560,7 @@ class Trainer:
                 h.no_improvement = 0
             if score > h.best_validation_score:
                 h.best_validation_score = score
-                self._best_state = self.network.state_dict()
+                self._best_state = self.network.state_dict(), self._average_state()
         else:
             loss = h.loss_curve[-1]
             if loss > h.best_loss - self.tol:

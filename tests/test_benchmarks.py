@@ -47,3 +47,32 @@ def test_speed_without_pytorch_says_so_in_one_line(monkeypatch, capsys):
         "PyTorch is not installed: no PyTorch row (pip install torch==2.13.0 for the comparison)"
     ]
     assert not any("Traceback" in line for line in err)
+
+
+def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    accuracy = load("accuracy")
+    X, y = load_digits(return_X_y=True)
+    X = X.reshape(-1, 8, 8).astype("float32")
+    data = (X[:120], X[1500:1600], y[:120], y[1500:1600])
+    out = tmp_path / "best.npz"
+    result = accuracy.run("fashion-best", accuracy.CONFIGS["fashion-best"], data, seed=1, out=out, minutes=0.001)
+    assert result["epochs"] == 1  # a tiny budget still trains one epoch
+    assert "epochs in 0.001 min" in capsys.readouterr().err
+    # the figure that counts is the saved file's model's, and it predicts as the trained one did
+    assert result["saved_file_test_accuracy"] == result["test_accuracy"]
+    from skcnn import CNNClassifier
+
+    loaded = CNNClassifier.from_params_file(out)
+    assert loaded.architecture == "resnet" and loaded.ema_decay == 0.999
+
+
+def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
+    accuracy = load("accuracy")
+    with pytest.raises(SystemExit):
+        accuracy.main(["--out", "x.npz", "--dataset", "fashion-mnist"])
+    assert "--out saves one model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        accuracy.main(["--ablation", "--dataset", "fashion-mnist"])
+    assert "--ablation needs --max-epochs" in capsys.readouterr().err

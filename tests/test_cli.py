@@ -231,7 +231,7 @@ def test_help_lists_choices_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("--architecture {origin,deep}", "(default: origin)", "--solver {adagrad,adam,momentum,nesterov,rmsprop,sgd}",
+    for shown in ("--architecture {origin,deep,resnet}", "(default: origin)", "--solver {adagrad,adam,momentum,nesterov,rmsprop,sgd}",
                   "(default: adam)", "--schedule {constant,adaptive,cosine}", "(default: constant)",
                   "names from shift, flip, erase joined by '+'", "initial learning rate (default: 0.001)",
                   "(default: 5 for mnist, fashion-mnist; 30 for digits)", "(default: model.npz)"):  # fmt: skip

@@ -362,6 +362,30 @@ def test_softmax_cross_entropy_gradient_with_and_without_weights(rng):
         assert rel_error(analytic, num) < 1e-6
 
 
+def test_label_smoothing_gradient_and_loss_against_the_smoothed_target(rng):
+    logits = rng.standard_normal((6, 4))
+    y = np.array([0, 3, 1, 1, 2, 0])
+    eps = 0.2
+    target = np.full((6, 4), eps / 4)
+    target[np.arange(6), y] += 1 - eps
+    for sw in (None, rng.uniform(0, 3, 6)):
+        loss = SoftmaxCrossEntropy(label_smoothing=eps)
+        value = loss.forward(logits, y, sw)
+        analytic = loss.backward(scale=0.5)
+        num = numerical_gradient(lambda: 0.5 * loss.forward(logits, y, sw), logits)
+        assert rel_error(analytic, num) < 1e-6
+        # the loss is the cross-entropy against the smoothed target, written out
+        per_sample = -(target * (logits - np.log(np.exp(logits).sum(1, keepdims=True)))).sum(1)
+        assert value == pytest.approx(np.average(per_sample, weights=sw), rel=1e-12)
+    # its minimum is at finite logits: certainty (margin 50) costs more than a margin of 3
+    onehot = (np.arange(4) == y[:, None]).astype(float)
+    smoothed, plain = SoftmaxCrossEntropy(eps), SoftmaxCrossEntropy()
+    assert smoothed.forward(50 * onehot, y) > smoothed.forward(3 * onehot, y)
+    assert plain.forward(50 * onehot, y) < plain.forward(3 * onehot, y)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        SoftmaxCrossEntropy(1.0)
+
+
 def test_rescale_gradients_and_values(rng):
     layer = built(Rescale(2.0, 4.0), (3, 3, 1), rng)
     x = rng.standard_normal((2, 3, 3, 1))

@@ -642,3 +642,28 @@ def test_every_layer_type_has_a_flop_count():
     kinds = [getattr(L, name) for name in L.__all__]
     layer_types = {k for k in kinds if isinstance(k, type) and issubclass(k, L.Layer) and k is not L.Layer}
     assert layer_types <= set(_FLOPS), sorted(k.__name__ for k in layer_types - set(_FLOPS))
+def test_resnet_preset_gradient_end_to_end_with_label_smoothing(rng):
+    kw = dict(PRESETS["resnet"], conv_filters=(2, (3, 3)))
+    net = randomise(make(kw, (1, 6, 6)), rng)  # randomise: no zero gammas, every path live
+    assert kinds(net.layers)[1:] == [
+        "Conv2D", "BatchNorm", "ReLU", "Residual", "ReLU", "Residual", "ReLU", "Residual", "ReLU",
+        "GlobalAvgPool2D", "Dense",
+    ]  # fmt: skip
+    # the second stage halves the image (projection), its second block keeps it
+    assert net.layers[4].projection is None and net.layers[6].projection is not None
+    assert net.layers[8].projection is None
+    net.loss_layer.label_smoothing = 0.1
+    check_network_gradients(net, rng.standard_normal((4, 1, 6, 6)), np.array([0, 1, 2, 1]))
+
+
+def test_resnet_preset_layers():
+    layers = preset_layers(**PRESETS["resnet"])
+    blocks = [layer for layer in layers if isinstance(layer, Residual)]
+    assert [b.layers[0].filters for b in blocks] == [32, 64, 128]
+    assert [b.layers[0].stride for b in blocks] == [1, 2, 2]
+    assert [type(b.layers[-1]).__name__ for b in blocks] == ["BatchNorm"] * 3  # then the sum, then ReLU
+    net = Network.from_layers(layers + [Dense(10)], (1, 28, 28), np.random.default_rng(0))
+    assert net.layers[-1].input_shape == (128,)  # global average pooling, then the output layer
+    assert [layer.output_shape(layer.input_shape) for layer in net.layers if isinstance(layer, Residual)] == [
+        (28, 28, 32), (14, 14, 64), (7, 7, 128)
+    ]

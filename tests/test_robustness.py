@@ -132,7 +132,7 @@ def test_input_shape_that_does_not_match_the_features(digits):
 
 
 INVALID = {
-    "architecture": ["resnet", 3],
+    "architecture": ["vgg16", 3],
     "conv_filters": [[16, 32], 16, (0, 8), (16, "a"), ((),)],
     "kernel_size": [0, 2, 3.0, -1],
     "hidden_layer_sizes": [0, -5, (0,), "100", (1.5,), True, np.zeros((1, 1), dtype=int)],
@@ -159,6 +159,9 @@ INVALID = {
     "n_iter_no_change": [0, 2.5],
     "augment": ["rotate", "", 3],
     "class_weight": ["balance", {0: -1.0}, {0: np.nan}, [1, 2], {0: "a"}],
+    "label_smoothing": [1.0, -0.1, "0.1"],
+    "warmup_fraction": [1.0, -0.5, np.nan],
+    "ema_decay": [1.0, -0.1, None],
 }
 
 
