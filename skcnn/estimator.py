@@ -1146,10 +1146,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # -- prediction --------------------------------------------------------------
 
-    def _logits(self, X):
+    def _prediction_network(self):
+        """The network prediction uses: the weight average (``ema_decay``) if
+        there is one, else ``network_``. Export and saliency read it too."""
         check_is_fitted(self)
         average = getattr(self, "weight_average_", None)
-        network = self.network_ if average is None else average.network
+        return self.network_ if average is None else average.network
+
+    def _logits(self, X):
+        network = self._prediction_network()
         return network.predict_logits(self._validate_input(X, reset=False))
 
     def predict_proba(self, X):

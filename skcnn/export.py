@@ -306,7 +306,7 @@ def export_onnx(estimator, path):
     check_is_fitted(estimator)
     c, h, w = estimator.input_shape_
     g = _Graph(onnx)
-    scores, _ = _export_stack(g, estimator.network_.layers, "input", (h, w, c))
+    scores, _ = _export_stack(g, estimator._prediction_network().layers, "input", (h, w, c))
     g.add("Softmax", [scores], output="probabilities", axis=1)
     index = g.add("ArgMax", [scores], axis=1, keepdims=0)  # first maximum on ties, as numpy
     g.constants.append(_labels_tensor(onnx, estimator.classes_, "classes"))

@@ -128,10 +128,10 @@ def saliency(estimator, X, target=None):
     images = estimator._validate_input(X, reset=False)  # (n, C, H, W) in the network's dtype
     n = len(images)
     if target is None:
-        indices = estimator.network_.predict_logits(images).argmax(axis=1)
+        indices = estimator._prediction_network().predict_logits(images).argmax(axis=1)
     else:
         indices = _class_indices(estimator.classes_, target, n)
-    network = _differentiable(estimator.network_)
+    network = _differentiable(estimator._prediction_network())
     grad = np.empty(images.shape, dtype=network.dtype)
     for start in range(0, n, PREDICT_BATCH):  # memory bounded by the batch, as in predict
         rows = slice(start, start + PREDICT_BATCH)

@@ -105,6 +105,8 @@ def models(digits):
     rgb.fit(X3[train], words[y[train]])
     gaps = CNNClassifier(batch_norm=True, dropout=0.2, **fit).fit(X[train], y[train] * 3 - 7)  # -7, -4, ..., 20
     float64 = CNNClassifier(**fit).fit(X[train].astype(np.float64), y[train])
+    # prediction uses the weight average: the export must too
+    averaged = CNNClassifier(architecture="resnet", conv_filters=(4, 8), ema_decay=0.9, **fit).fit(X[train], y[train])
     stacks = {"custom": custom_stack(), "residual": residual_stack(), "avg-pool": avg_pool_stack()}
     fitted = {
         name: randomised(CNNClassifier(layers=stack, **fit).fit(X[train], y[train]), seed)
@@ -116,6 +118,7 @@ def models(digits):
         "odd-rgb-strings": (rgb, X3),
         "int-labels-with-gaps": (gaps, X),
         "float64": (float64, X.astype(np.float64)),
+        "resnet-averaged": (averaged, X),
         **{name: (clf, X) for name, clf in fitted.items()},
     }
 
@@ -129,7 +132,8 @@ def run(path, X):
 
 @pytest.mark.parametrize(
     "name",
-    ["origin", "deep", "odd-rgb-strings", "int-labels-with-gaps", "float64", "custom", "residual", "avg-pool"],
+    ["origin", "deep", "odd-rgb-strings", "int-labels-with-gaps", "float64", "resnet-averaged", "custom",
+     "residual", "avg-pool"],
 )
 def test_onnxruntime_computes_predict_proba_and_predict(models, name, tmp_path):
     clf, X = models[name]
@@ -146,6 +150,12 @@ def test_onnxruntime_computes_predict_proba_and_predict(models, name, tmp_path):
     assert clear.mean() > 0.95
     np.testing.assert_array_equal(labels[clear], clf.predict(X)[clear])
     assert labels.dtype.kind == ("O" if name == "odd-rgb-strings" else "i")
+
+
+def test_the_averaged_model_predicts_with_other_weights_than_network_(models):
+    clf, X = models["resnet-averaged"]
+    raw = clf.network_.predict_logits(X[1000:1100])
+    assert not np.allclose(raw, clf.weight_average_.network.predict_logits(X[1000:1100]))
 
 
 def test_the_stacks_hold_what_they_are_meant_to_test(models):

@@ -99,7 +99,7 @@ def test_saliency_rejects_bad_targets_and_unfitted_models(deep64, digits):
         saliency(deep64, X, target=[1, 2, 11])
     with pytest.raises(ValueError, match=r"one label or 3 labels"):
         saliency(deep64, X, target=[1, 2])
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(ValueError, match="images of shape|features"):
         saliency(deep64, X[:, :, :4])
     with pytest.raises(NotFittedError):
         saliency(CNNClassifier(), X)
