@@ -330,7 +330,7 @@ def cmd_train(args, say, warn):
         solver=args.solver,
         learning_rate_init=args.lr,
         learning_rate=args.schedule,
-        batch_size=args.batch_size,
+        batch_size=min(args.batch_size, len(X_train)),  # a small --n-train: all of it per step
         max_iter=epochs,
         augment=args.augment,
         random_state=args.random_state,
