@@ -195,8 +195,13 @@ def _save(path, write, what, warn):
 
 
 def _save_figure(fig, path, what, warn):
+    import matplotlib.pyplot as plt
+
     fmt = path.suffix[1:].lower() or "png"
-    return _save(path, lambda name: fig.savefig(name, dpi=100, format=fmt), what, warn)
+    try:
+        return _save(path, lambda name: fig.savefig(name, dpi=100, format=fmt), what, warn)
+    finally:
+        plt.close(fig)  # the command is done with it (main() may run many times in one process)
 
 
 # -- data ---------------------------------------------------------------------------

@@ -75,3 +75,13 @@ def dask_client():
     with distributed.Client(cluster) as client:
         yield client
     cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Close the figures a test left open (pyplot keeps them, and warns past 20)."""
+    yield
+    import sys
+
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
