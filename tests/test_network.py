@@ -22,7 +22,7 @@ from skcnn.layers import (
     Residual,
     layer_from_config,
 )
-from skcnn.network import PRESETS, Network, plan_layers, preset_layers
+from skcnn.network import PRESETS, Network, fold_batch_norm, plan_layers, preset_layers
 from skcnn.optimizers import Adam
 from skcnn.parallel import merge_buffers, pack_params, packed_grads, replicas
 
@@ -571,3 +571,23 @@ def test_rescale_is_planned_first_and_scales_the_input(rng):
     net.layers[0].buffers["shift"][...] = 2.0
     net.layers[0].buffers["scale"][...] = 4.0
     np.testing.assert_allclose(net.forward(4 * x + 2), before, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_prediction_folds_batch_norm_into_the_layer_before_and_computes_the_same(dtype):
+    net = make(dict(PRESETS["deep"], conv_filters=((3, 4), 5), hidden_layer_sizes=(6,)), (2, 8, 8), dtype=dtype)
+    rng = np.random.default_rng(3)
+    for _, layer in net.named_layers():  # trained-looking statistics and affine maps
+        if isinstance(layer, BatchNorm):
+            for arrays in (layer.params, layer.buffers):
+                for k, v in arrays.items():
+                    v[...] = rng.uniform(0.5, 2.0, v.shape) * (rng.choice([-1, 1], v.shape) if k != "running_var" else 1)
+    folded = fold_batch_norm(net.layers)
+    assert not any(isinstance(layer, BatchNorm) for layer in folded)
+    assert len(folded) == len(net.layers) - sum(isinstance(layer, BatchNorm) for layer in net.layers)
+    x = rng.random((5, 2, 8, 8)).astype(dtype)
+    before = {name: p.copy() for name, p in net.named_params()}
+    expected = net.forward(x)  # the oracle: every layer as written
+    np.testing.assert_allclose(net.predict_logits(x), expected, rtol=1e-4 if dtype == np.float32 else 1e-12)
+    for name, p in net.named_params():  # the network's own arrays are untouched
+        np.testing.assert_array_equal(p, before[name])
