@@ -340,7 +340,8 @@ def main(argv=None):
     }
 
     def find(worker, dtype, threads):
-        return next((r for r in results if (r["worker"], r["dtype"], r["threads"]) == (worker, dtype, threads)), None)
+        key = (worker, dtype, threads)
+        return next((r for r in results if (r["worker"], r["dtype"], r["threads"]) == key), None)
 
     def ratio(a, b):
         return {
@@ -355,7 +356,8 @@ def main(argv=None):
         label = f"skcnn {r['dtype']}, {r['threads']} threads"
         base = find("torch", "float32", r["threads"])
         if base:
-            ratios[f"{label} vs PyTorch"] = {**ratio(r, base), "peak_rss": round(r["peak_rss_mib"] / base["peak_rss_mib"], 2)}
+            rss = round(r["peak_rss_mib"] / base["peak_rss_mib"], 2)
+            ratios[f"{label} vs PyTorch"] = {**ratio(r, base), "peak_rss": rss}
         f32 = find("skcnn", "float32", r["threads"])
         if f32 and r["dtype"] != "float32":
             ratios[f"{label} vs float32 input"] = ratio(r, f32)

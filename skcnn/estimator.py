@@ -151,7 +151,10 @@ _CONSTRAINTS = {
         _class_weight,
         "None, 'balanced' or a dict {class label: weight >= 0}",
     ),
-    "dtype": (lambda v: isinstance(v, str) and v in ("auto", "float32", "float64"), "'auto', 'float32' or 'float64'"),
+    "dtype": (
+        lambda v: isinstance(v, str) and v in ("auto", "float32", "float64"),
+        "'auto', 'float32' or 'float64'",
+    ),
 }
 
 
@@ -162,9 +165,9 @@ def _computation_dtype(X, dtype):
 
     "auto": integer and boolean input in float32 (exact for pixel values,
     and for every integer up to 2**24); float32 and float16 input in
-    float32; float64
-    (and any other) input in float64 up to ``AUTO_FLOAT64_MAX_VALUES``
-    values, in float32 above (the rule's reasons are at the constant).
+    float32; float64 (and any other) input in float64 up to
+    ``AUTO_FLOAT64_MAX_VALUES`` values, in float32 above (the rule's
+    reasons are at the constant).
     """
     if dtype != "auto":
         return np.dtype(dtype)
@@ -377,8 +380,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     -----
     Computation runs in float32 (the fast path) or float64, chosen at the
     first fit by ``dtype``; the fitted network keeps it (``network_.dtype``).
-    The input is standardised with one mean and one standard deviation over all pixels of the training
-    data (sample-weighted), stored in the network's first layer.
+    The input is standardised with one mean and one standard deviation over
+    all pixels of the training data (sample-weighted), stored in the
+    network's first layer.
 
     Examples
     --------

@@ -444,7 +444,9 @@ class DataParallel:
         (cut into slices run in the threads), then merge the replicas'
         batch-norm statistics into the network's."""
         grads = list(zip(*(item[1] for item in self._used)))  # per buffer: one per micro-batch
-        parts = optimizer.parts(self.params, grads, self.decay, n_parts=OPTIMIZER_PARTS, batch_weight=batch_weight)
+        parts = optimizer.parts(
+            self.params, grads, self.decay, n_parts=OPTIMIZER_PARTS, batch_weight=batch_weight
+        )
 
         def guarded(part):
             with np.errstate(over="ignore", invalid="ignore"):
