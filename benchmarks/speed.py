@@ -310,8 +310,8 @@ def main(argv=None):
         rows += [("torch", "float32", threads)] if args.torch else []
     rows += [("textbook", "float64", 1)] if args.textbook else []
     runs = {row: [] for row in rows}
-    for _ in range(args.rounds):
-        for row in rows:
+    for k in range(args.rounds):
+        for row in rows[k % len(rows) :] + rows[: k % len(rows)]:  # who goes first rotates
             worker, dtype, threads = row
             print(f"running {worker} ({dtype}, {threads} threads) ...", file=sys.stderr, flush=True)
             proc = subprocess.run(
