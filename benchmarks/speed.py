@@ -293,6 +293,9 @@ def main(argv=None):
         return
 
     env = dict(os.environ)
+    # the workers measure this checkout's skcnn, not whichever one is installed (a script's
+    # own folder, benchmarks/, comes first on sys.path, so the checkout is not found otherwise)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p)
     if args.native_blas:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
