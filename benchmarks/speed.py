@@ -1,6 +1,9 @@
-"""Training and inference speed of skcnn's default network, side by side.
+"""Training and inference speed of skcnn, side by side with PyTorch.
 
     python benchmarks/speed.py                  # skcnn alone
+    python benchmarks/speed.py --torch --architecture deep      # the "deep" preset, both
+    python benchmarks/speed.py --dtype float32,float64,uint8    # the input dtypes users pass
+    python benchmarks/speed.py --torch --threads 1,2,4,8,16     # a thread-scaling table
     python benchmarks/speed.py --torch          # and PyTorch (CPU), same network, same threads
     python benchmarks/speed.py --textbook       # and the textbook NumPy baseline
     python benchmarks/speed.py --torch --native-blas   # with OPENBLAS_CORETYPE unset for the runs
@@ -15,9 +18,12 @@ reported). Inference: predict_proba over the 10,000 test images, --repeats
 times (median); PyTorch in chunks of 64, 128 and 512 images, and its fastest
 is reported. The frameworks take turns, --rounds times, and the table shows
 each one's median over its rounds: on a shared, noisy machine a ratio is only
-worth something when both sides were measured side by side. Both cores:
-skcnn's own two threads; PyTorch with torch.set_num_threads(2). The textbook baseline is slow, so it trains on
---textbook-n images only (its images/s is what counts).
+worth something when both sides were measured side by side. Threads: each
+count in --threads (default 2), skcnn through SKCNN_NUM_THREADS, PyTorch
+through torch.set_num_threads. --dtype gives skcnn its input as float32
+(what skcnn.datasets returns), float64 (what X / 255.0 gives) or uint8 (raw
+pixels); PyTorch always gets float32. The textbook baseline is slow, so it
+trains on --textbook-n images only (its images/s is what counts).
 """
 
 import argparse
@@ -34,6 +40,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+
+
+def as_dtype(X, dtype):
+    """Images in [0, 1] (float32) as a user would hold them in ``dtype``."""
+    if dtype == "uint8":
+        return np.rint(X * 255).astype(np.uint8)  # the raw pixels (the loader divided them by 255)
+    return X.astype(dtype)
 
 
 def load_data(n_train, source):
@@ -95,7 +108,10 @@ def run_skcnn(args):
     from skcnn import CNNClassifier
 
     X_train, X_test, y_train, y_test, name = load_data(args.n_train, args.data)
-    clf = CNNClassifier(max_iter=1, batch_size=100, random_state=args.seed, warm_start=True)
+    X_train, X_test = as_dtype(X_train, args.dtype), as_dtype(X_test, args.dtype)
+    clf = CNNClassifier(
+        architecture=args.architecture, max_iter=1, batch_size=100, random_state=args.seed, warm_start=True
+    )
     epoch_times = []
     for _ in range(args.epochs):
         start = time.perf_counter()
@@ -107,9 +123,32 @@ def run_skcnn(args):
         clf.predict_proba(X_test)
         infer.append(time.perf_counter() - start)
     result = summary("skcnn", name, X_train, X_test, epoch_times, infer, clf.score(X_test, y_test))
+    result["computed_in"] = clf.network_.dtype.name
     result["layers"] = layer_breakdown(clf.network_, X_train[:50], y_train[:50])  # one micro-batch
     clf.network_.clear_cache()
     return result
+
+
+def torch_model(architecture):
+    """The same network as skcnn's preset, in PyTorch (He-initialised)."""
+    from torch import nn
+
+    if architecture == "origin":
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10),
+        )  # fmt: skip
+
+    def conv(c_in, c_out):  # no bias before batch norm, as in skcnn's preset
+        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    return nn.Sequential(
+        *conv(1, 32), *conv(32, 32), nn.MaxPool2d(2),
+        *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 7 * 7, 256, bias=False), nn.BatchNorm1d(256), nn.ReLU(), nn.Dropout(0.3),
+        nn.Linear(256, 10),
+    )  # fmt: skip
 
 
 #: Chunk sizes tried for PyTorch's inference; the fastest one is reported.
@@ -120,18 +159,15 @@ def run_torch(args):
     import torch
     from torch import nn
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     X_train, X_test, y_train, y_test, name = load_data(args.n_train, args.data)
-    model = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 7 * 7, 100), nn.ReLU(), nn.Linear(100, 10),
-    )  # fmt: skip
+    model = torch_model(args.architecture)
     for m in model:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     xt, yt = torch.from_numpy(X_train), torch.from_numpy(y_train.astype(np.int64))
@@ -207,10 +243,37 @@ def summary(framework, data, X_train, X_test, epoch_times, infer_times, accuracy
 WORKERS = {"skcnn": run_skcnn, "torch": run_torch, "textbook": run_textbook}
 
 
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, e.g. 1,2,4; got {text!r}")
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"thread counts must be >= 1; got {text!r}")
+    return values
+
+
+DTYPES = ("float32", "float64", "uint8")
+
+
+def _dtype_list(text):
+    values = text.split(",")
+    bad = [v for v in values if v not in DTYPES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown dtype {bad[0]!r}; choose from {', '.join(DTYPES)}")
+    return values
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--torch", action="store_true", help="also run PyTorch (if installed)")
     parser.add_argument("--textbook", action="store_true", help="also run the textbook NumPy CNN")
+    parser.add_argument("--architecture", choices=["origin", "deep"], default="origin",
+                        help="skcnn's preset, and the same network in PyTorch")  # fmt: skip
+    parser.add_argument("--dtype", type=_dtype_list, default=["float32"],
+                        help="skcnn's input dtype(s), comma-separated: float32, float64, uint8")  # fmt: skip
+    parser.add_argument("--threads", type=_int_list, default=[2],
+                        help="thread count(s), comma-separated, e.g. 1,2,4 (a scaling table)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3, help="turns each framework takes")
@@ -225,79 +288,102 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     if args.worker:
+        args.dtype, args.threads = args.dtype[0], args.threads[0]
         print(json.dumps(WORKERS[args.worker](args)))
         return
 
     env = dict(os.environ)
+    # the workers measure this checkout's skcnn, not whichever one is installed (a script's
+    # own folder, benchmarks/, comes first on sys.path, so the checkout is not found otherwise)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p)
     if args.native_blas:
         env.pop("OPENBLAS_CORETYPE", None)
         env.pop("OPENBLAS_L2_SIZE", None)
     passthrough = ["--epochs", str(args.epochs), "--repeats", str(args.repeats), "--n-train",
                    str(args.n_train), "--textbook-n", str(args.textbook_n), "--data", args.data,
-                   "--seed", str(args.seed)]  # fmt: skip
+                   "--seed", str(args.seed), "--architecture", args.architecture]  # fmt: skip
     if args.torch and importlib.util.find_spec("torch") is None:
         print("PyTorch is not installed: no PyTorch row (pip install torch==2.13.0 for the comparison)",
               file=sys.stderr)  # fmt: skip
         args.torch = False
-    names = ["skcnn"] + (["torch"] if args.torch else []) + (["textbook"] if args.textbook else [])
-    runs = {name: [] for name in names}
-    for _ in range(args.rounds):
-        for name in names:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
+    # one row per (framework, dtype, threads); they take turns, round after round
+    rows = []
+    for threads in args.threads:
+        rows += [("skcnn", dtype, threads) for dtype in args.dtype]
+        rows += [("torch", "float32", threads)] if args.torch else []
+    rows += [("textbook", "float64", 1)] if args.textbook else []
+    runs = {row: [] for row in rows}
+    for k in range(args.rounds):
+        for row in rows[k % len(rows) :] + rows[: k % len(rows)]:  # who goes first rotates
+            worker, dtype, threads = row
+            print(f"running {worker} ({dtype}, {threads} threads) ...", file=sys.stderr, flush=True)
             proc = subprocess.run(
-                [sys.executable, __file__, "--worker", name, *passthrough],
-                env=env, capture_output=True, text=True,
+                [sys.executable, __file__, "--worker", worker, "--dtype", dtype, "--threads", str(threads),
+                 *passthrough],
+                env={**env, "SKCNN_NUM_THREADS": str(threads)}, capture_output=True, text=True,
             )  # fmt: skip
             if proc.returncode != 0:
-                print(f"{name} failed:\n{proc.stderr}", file=sys.stderr)
+                print(f"{worker} failed:\n{proc.stderr}", file=sys.stderr)
                 continue
-            runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            runs[row].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     results = []
-    for name in names:
-        if not runs[name]:
+    for (worker, dtype, threads), done in runs.items():
+        if not done:
             continue
-        merged = dict(runs[name][0])
+        merged = dict(done[0], worker=worker, dtype=dtype, threads=threads)
         for key in ("train_images_per_s", "infer_images_per_s", "epoch_seconds_median"):
-            merged[key] = type(merged[key])(np.median([r[key] for r in runs[name]]))
-        merged["peak_rss_mib"] = max(r["peak_rss_mib"] for r in runs[name])
-        merged["rounds"] = [
-            {k: r[k] for k in ("train_images_per_s", "infer_images_per_s")} for r in runs[name]
-        ]
+            merged[key] = type(merged[key])(np.median([r[key] for r in done]))
+        merged["peak_rss_mib"] = max(r["peak_rss_mib"] for r in done)
+        merged["rounds"] = [{k: r[k] for k in ("train_images_per_s", "infer_images_per_s")} for r in done]
         results.append(merged)
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, OPENBLAS_CORETYPE="
-        f"{env.get('OPENBLAS_CORETYPE', '(unset)')}",
+        f"{env.get('OPENBLAS_CORETYPE', '(unset)')}, architecture {args.architecture}",
         "results": results,
     }
-    base = next((r for r in results if r["framework"].startswith("PyTorch")), None)
-    textbook = next((r for r in results if r["framework"] == "textbook NumPy"), None)
-    ours = results[0] if results and results[0]["framework"] == "skcnn" else None
-    if ours and base:
-        report["skcnn_vs_pytorch"] = {
-            "train": round(ours["train_images_per_s"] / base["train_images_per_s"], 2),
-            "infer": round(ours["infer_images_per_s"] / base["infer_images_per_s"], 2),
-            "peak_rss": round(ours["peak_rss_mib"] / base["peak_rss_mib"], 2),
+
+    def find(worker, dtype, threads):
+        key = (worker, dtype, threads)
+        return next((r for r in results if (r["worker"], r["dtype"], r["threads"]) == key), None)
+
+    def ratio(a, b):
+        return {
+            "train": round(a["train_images_per_s"] / b["train_images_per_s"], 2),
+            "infer": round(a["infer_images_per_s"] / b["infer_images_per_s"], 2),
         }
-    if ours and textbook:
-        report["skcnn_vs_textbook"] = {
-            "train": round(ours["train_images_per_s"] / textbook["train_images_per_s"], 1),
-            "infer": round(ours["infer_images_per_s"] / textbook["infer_images_per_s"], 1),
-        }
+
+    ratios = {}
+    for r in results:
+        if r["worker"] != "skcnn":
+            continue
+        label = f"skcnn {r['dtype']}, {r['threads']} threads"
+        base = find("torch", "float32", r["threads"])
+        if base:
+            rss = round(r["peak_rss_mib"] / base["peak_rss_mib"], 2)
+            ratios[f"{label} vs PyTorch"] = {**ratio(r, base), "peak_rss": rss}
+        f32 = find("skcnn", "float32", r["threads"])
+        if f32 and r["dtype"] != "float32":
+            ratios[f"{label} vs float32 input"] = ratio(r, f32)
+        textbook = find("textbook", "float64", 1)
+        if textbook:
+            ratios[f"{label} vs textbook"] = ratio(r, textbook)
+    report["ratios"] = ratios
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(report["machine"])
-    print(f"{'framework':16} {'data':14} {'train img/s':>11} {'infer img/s':>11} {'test acc':>8} {'peak RSS MiB':>12}")
+    print(f"{'framework':16} {'input':8} {'threads':>7} {'train img/s':>11} {'infer img/s':>11} {'test acc':>8} "
+          f"{'peak RSS MiB':>12}")  # fmt: skip
     for r in results:
-        print(f"{r['framework']:16} {r['data']:14} {r['train_images_per_s']:11d} {r['infer_images_per_s']:11d} "
-              f"{r['test_accuracy']:8.4f} {r['peak_rss_mib']:12d}")  # fmt: skip
-    for key in ("skcnn_vs_pytorch", "skcnn_vs_textbook"):
-        if key in report:
-            print(f"{key}: " + ", ".join(f"{k} {v}x" for k, v in report[key].items()))
+        print(f"{r['framework'][:16]:16} {r['dtype']:8} {r['threads']:7d} {r['train_images_per_s']:11d} "
+              f"{r['infer_images_per_s']:11d} {r['test_accuracy']:8.4f} {r['peak_rss_mib']:12d}")  # fmt: skip
+    for key, value in ratios.items():
+        print(f"{key}: " + ", ".join(f"{k} {v}x" for k, v in value.items()))
     print("each round (train img/s, infer img/s):")
     for r in results:
-        print(f"  {r['framework']:16} " + "  ".join(
+        print(f"  {r['framework'][:16]:16} {r['dtype']:8} {r['threads']:2d} " + "  ".join(
             f"{x['train_images_per_s']:6d} {x['infer_images_per_s']:6d}" for x in r["rounds"]))  # fmt: skip
+    ours = next((r for r in results if r["worker"] == "skcnn"), None)
     if ours:
         print("\nskcnn per layer, one micro-batch of 50 as each training thread runs it, alone (ms):")
         for row in ours["layers"]:

@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .layers import BatchNorm, Conv2D, Dropout, Layer, Residual
 from .network import PREDICT_BATCH, Network
+from .parallel import replicas
 
 __all__ = ["saliency"]
 
@@ -64,7 +65,7 @@ def _differentiable(network):
     statistics, and every convolution computes its input gradient (the
     network's first one skips it in training).
     """
-    (replica,) = network.replicas(1, np.random.default_rng(0))  # the generator only feeds dropout
+    (replica,) = replicas(network, 1, np.random.default_rng(0))  # the generator only feeds dropout
     differentiable = Network(_prediction_layers(replica.layers), network.dtype)
     # after Network(), which switches the first convolution's input gradient off
     for _, layer in differentiable.named_layers():

@@ -13,6 +13,7 @@ meets images, and the speed reorderings that keep the function), and
 
 from typing import NamedTuple
 import copy
+from functools import partial
 
 import numpy as np
 
@@ -33,9 +34,17 @@ from .layers import (
     SoftmaxCrossEntropy,
     layer_from_config,
 )
-from .parallel import worker_pool
+from .parallel import run_tasks, worker_pool
 
-__all__ = ["PRESETS", "PRESET_FIELDS", "preset_layers", "plan_layers", "Network", "WeightAverage"]
+__all__ = [
+    "PRESETS",
+    "PRESET_FIELDS",
+    "preset_layers",
+    "plan_layers",
+    "fold_batch_norm",
+    "Network",
+    "WeightAverage",
+]
 
 #: Named architectures, as the fields :func:`preset_layers` takes. "origin" is
 #: the origin project's network. ``residual`` is the kind of stack, not a
@@ -208,6 +217,30 @@ def _named_layers(layers):
         yield from walk(str(i), layer)
 
 
+def fold_batch_norm(layers):
+    """Prediction's version of ``layers``: each Conv2D or Dense directly
+    followed by a BatchNorm becomes one layer of the same type, the batch
+    norm's affine map folded into its weights and bias (with running
+    statistics, ``s = gamma / sqrt(var + eps)``: ``W' = W * s`` per output
+    channel, ``b' = (b - mean) * s + beta``). The same function, without a
+    pass over the activations for each batch norm. The layers given are
+    never changed; the folded ones are copies (replicas with new arrays).
+    """
+    out = []
+    for i, layer in enumerate(layers):
+        prev = layers[i - 1] if i else None
+        if isinstance(layer, BatchNorm) and type(prev) in (Conv2D, Dense) and out[-1] is prev:
+            f = layer.params["gamma"].dtype.type
+            scale = layer.params["gamma"] / np.sqrt(layer.buffers["running_var"] + f(layer.eps))
+            bias = prev.params.get("b", f(0)) - layer.buffers["running_mean"]
+            folded = prev.replica()
+            folded.params = {"W": prev.params["W"] * scale, "b": bias * scale + layer.params["beta"]}
+            out[-1] = folded
+        else:
+            out.append(layer)
+    return out
+
+
 #: Images scored at once in prediction. Small batches keep every intermediate
 #: array in cache: 64 at a time predicts about 1.5x faster than 512 here.
 PREDICT_BATCH = 64
@@ -266,11 +299,12 @@ class Network:
 
     # -- computation ---------------------------------------------------------
 
-    def forward(self, x, training=False):
-        """Logits (N, n_classes) of images ``x`` of shape (N, C, H, W)."""
+    def forward(self, x, training=False, layers=None):
+        """Logits (N, n_classes) of images ``x`` of shape (N, C, H, W)
+        (through ``layers`` instead of this network's, if given)."""
         x = np.asarray(x).astype(self.dtype, copy=False)
         x = x.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C), a view
-        for layer in self.layers:
+        for layer in self.layers if layers is None else layers:
             x = layer.forward(x, training)
         return x
 
@@ -290,56 +324,31 @@ class Network:
     def predict_logits(self, x, batch_size=PREDICT_BATCH):
         """Logits for ``x``, computed ``batch_size`` images at a time: every
         intermediate array is bounded by the batch, so memory does not grow
-        with ``len(x)``. Batches run two at a time on two cores (prediction
-        caches nothing, so they can share this network)."""
+        with ``len(x)``. The chunks are spread over all threads
+        (:func:`~skcnn.parallel.run_tasks`; prediction caches nothing, so
+        they can share this network)."""
         n = len(x)
         out = None
-        # At least two chunks, so that both cores work on a small input too;
+        # At least two chunks, so that two cores work on a small input too;
         # the chunks depend on n only, never on the number of threads.
         batch_size = max(1, min(batch_size, -(-n // 2)))
+        layers = fold_batch_norm(self.layers)  # one pass fewer per batch norm
 
         def run(start):
-            return start, self.forward(x[start : start + batch_size])
+            return self.forward(x[start : start + batch_size], layers=layers)
 
         starts = range(0, n, batch_size)
         with worker_pool() as pool:
-            for start, scores in map(run, starts) if pool is None else pool.map(run, starts):
-                if out is None:
-                    out = np.empty((n, scores.shape[1]), dtype=scores.dtype)
-                out[start : start + len(scores)] = scores
-        return out
-
-    def replicas(self, n, rng):
-        """``n`` networks that share this one's weights (the same arrays) but
-        have their own caches and gradients, their own dropout random stream
-        (spawned from ``rng``) and their own copy of batch-norm statistics:
-        each can train on a micro-batch in its own thread."""
-        out = []
-        for child in rng.spawn(n):
-            layers = [layer.replica(child) for layer in self.layers]
-            out.append(Network(layers, self.dtype, self.spec, self.input_shape))
-            out[-1].loss_layer = SoftmaxCrossEntropy(self.loss_layer.label_smoothing)
+            results = run_tasks(pool, [partial(run, start) for start in starts])
+        for start, scores in zip(starts, results):
+            if out is None:
+                out = np.empty((n, scores.shape[1]), dtype=scores.dtype)
+            out[start : start + len(scores)] = scores
         return out
 
     def named_layers(self):
         """(name, layer) for every layer, inside residual blocks too."""
         return list(_named_layers(self.layers))
-
-    def merge_buffers(self, replicas, used):
-        """Set every buffer that training changes (batch-norm running
-        statistics) to its mean over the replicas in ``used``, here and in all
-        ``replicas``."""
-        mine = self.named_layers()
-        theirs = [r.named_layers() for r in replicas]
-        used_ids = {id(r) for r in used}
-        for i, (_, layer) in enumerate(mine):
-            if not layer.trains_buffers:
-                continue
-            for k, v in layer.buffers.items():
-                copies = [t[i][1].buffers[k] for r, t in zip(replicas, theirs) if id(r) in used_ids]
-                v[...] = sum(copies[1:], copies[0].copy()) / v.dtype.type(len(copies))
-                for t in theirs:
-                    t[i][1].buffers[k][...] = v
 
     # -- parameters ----------------------------------------------------------
 
@@ -353,43 +362,11 @@ class Network:
     def grads(self):
         return [layer.grads[k] for _, layer in self.named_layers() for k in layer.params]
 
-    def _param_groups(self):
+    def param_groups(self):
         """(layer, name) of the weights, which take weight decay, then of the
         other learnable arrays (biases, batch-norm scales and shifts)."""
         keys = [(layer, k) for _, layer in self.named_layers() for k in layer.params]
         return [[(l, k) for l, k in keys if k == "W"], [(l, k) for l, k in keys if k != "W"]]
-
-    def pack_params(self):
-        """Move the learnable arrays into two contiguous buffers, the weights
-        and the rest, each layer keeping views of its part of them.
-
-        Returns ``[(buffer, takes_weight_decay)]``. An optimizer step over two
-        buffers is a few large numpy calls instead of a dozen small ones per
-        layer. Arrays already packed stay where they are.
-        """
-        packed = []
-        for group, decays in zip(self._param_groups(), (True, False)):
-            if not group:
-                continue
-            arrays = [layer.params[k] for layer, k in group]
-            base = arrays[0].base
-            if base is not None and all(a.base is base for a in arrays) and base.size == sum(a.size for a in arrays):
-                packed.append((base, decays))
-                continue
-            buffer = np.concatenate([a.reshape(-1) for a in arrays])
-            offset = 0
-            for layer, k in group:
-                size, shape = layer.params[k].size, layer.params[k].shape
-                layer.params[k] = buffer[offset : offset + size].reshape(shape)
-                offset += size
-            packed.append((buffer, decays))
-        return packed
-
-    def packed_grads(self, out):
-        """Write the gradients into ``out``, buffers laid out as :meth:`pack_params`'s."""
-        groups = [group for group in self._param_groups() if group]
-        for group, buffer in zip(groups, out):
-            np.concatenate([layer.grads[k].reshape(-1) for layer, k in group], out=buffer)
 
     def named_arrays(self):
         """[(name, array)] for every learnable array and buffer ("1.W",

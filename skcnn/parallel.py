@@ -1,31 +1,62 @@
-"""Keeping both cores busy: NumPy's elementwise work (pooling, ReLU, copies)
-runs on one core, and only BLAS uses more. skcnn runs two halves of a batch in
-two threads instead, each with a single-threaded BLAS, so every part of the
-work is split (NumPy releases the GIL inside its loops). How a batch is cut
-(:func:`micro_batches`) depends on its size only, never on the threads in
-use, so results do not depend on them either.
+"""All of skcnn's multi-core machinery, in one place.
 
-The number of threads follows the BLAS thread limit in force, so nested
-parallelism (joblib workers, Dask workers) that limits BLAS to one thread per
-worker also keeps skcnn to one thread: workers x threads <= cores.
+NumPy's elementwise work (pooling, ReLU, copies) runs on one core, and only
+BLAS uses more. skcnn instead runs micro-batches of a training batch (and
+chunks of a prediction) in threads of its own, each with a single-threaded
+BLAS, so every part of the work is spread (NumPy releases the GIL inside its
+loops).
+
+* How many threads: :func:`n_threads` -- the cores this process may use
+  (affinity mask, cgroup CPU quota) and the BLAS thread limit in force (so
+  that nested parallelism, joblib or Dask workers that limit BLAS to one
+  thread each, keeps skcnn to one thread too: workers x threads <= cores).
+  ``SKCNN_NUM_THREADS`` overrides it.
+* How the work is cut: :func:`micro_batches` depends on the batch size only,
+  never on the threads, and the threads take the pieces from a queue
+  (:func:`run_tasks`). Every matrix product runs on a single-threaded BLAS.
+  So every result is the same to the bit with 1, 2, 3 or 16 threads.
+* Data-parallel training: :class:`DataParallel` holds the network's
+  replicas (one per micro-batch, sharing its weights), the packed weight and
+  gradient buffers, and runs one step: gradients of the micro-batches side
+  by side, their sum, the optimizer step cut into slices, the batch-norm
+  statistics merged.
 """
 
+import itertools
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import threadpoolctl
 from threadpoolctl import threadpool_info, threadpool_limits
 
-__all__ = ["n_threads", "worker_pool", "single_threaded_blas", "micro_batches"]
+from .layers import SoftmaxCrossEntropy
 
-#: Most threads skcnn uses.
-MAX_THREADS = 2
+__all__ = [
+    "n_threads",
+    "worker_pool",
+    "run_tasks",
+    "record_threads",
+    "single_threaded_blas",
+    "micro_batches",
+    "replicas",
+    "pack_params",
+    "packed_grads",
+    "merge_buffers",
+    "DataParallel",
+]
 
-#: Most micro-batches a training batch is cut into (one network replica each).
-MICRO_BATCHES = 2
+#: Environment variable that sets the number of threads (overriding the
+#: cores and the BLAS limit), as ``OMP_NUM_THREADS`` does for OpenMP.
+THREADS_ENV = "SKCNN_NUM_THREADS"
+
+#: Samples per micro-batch aimed at: large enough that the matrix products
+#: and batch norm run at full speed (50 is what a batch of 100 always got).
+MICRO_BATCH = 50
 
 #: Fewest samples in a micro-batch. Batch norm normalises each micro-batch
 #: with its own mean and variance, which carry no information for one sample
@@ -37,16 +68,18 @@ MIN_MICRO_BATCH = 16
 def micro_batches(n):
     """Bounds of the micro-batches that a batch of ``n`` samples is cut into.
 
-    ``MICRO_BATCHES`` near-equal parts, but none smaller than
-    ``MIN_MICRO_BATCH`` samples: a batch of 100 gives two micro-batches of
-    50, one of 31 or fewer stays whole. A function of ``n`` alone.
+    ``n // MICRO_BATCH`` near-equal parts, at least two (so that two cores
+    share even a small batch) but none smaller than ``MIN_MICRO_BATCH``
+    samples: a batch of 100 gives two micro-batches of 50, one of 400 eight,
+    one of 31 or fewer stays whole. A function of ``n`` alone, never of the
+    threads: results do not depend on how many run.
 
     Returns
     -------
     bounds : int ndarray of shape (n_parts + 1,)
         Micro-batch ``k`` is ``batch[bounds[k]:bounds[k + 1]]``.
     """
-    parts = max(1, min(MICRO_BATCHES, n // MIN_MICRO_BATCH))
+    parts = max(1, min(max(2, n // MICRO_BATCH), n // MIN_MICRO_BATCH))
     return np.linspace(0, n, parts + 1).astype(int)
 
 
@@ -150,30 +183,302 @@ def single_threaded_blas():
     return _BLAS.hold()
 
 
-def n_threads():
-    """Threads to use now: min(MAX_THREADS, cores, BLAS's thread limit).
+def _cgroup_cpus():
+    """CPUs the cgroup's CPU quota allows (rounded up), or None without a quota.
 
-    The BLAS limit is the process's own, not the one skcnn holds while
-    another call of it runs in a second thread.
+    A container limited to 2 CPUs on a 64-core host sees 64 cores in its
+    affinity mask, but gets 2 cores' worth of time: more threads only queue.
     """
+    candidates = [("/sys/fs/cgroup/cpu.max", None)]  # cgroup v2: "quota period" or "max period"
+    candidates += [("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")]  # v1
+    for quota_path, period_path in candidates:
+        try:
+            with open(quota_path) as f:
+                fields = f.read().split()
+            if period_path is not None:
+                with open(period_path) as f:
+                    fields += f.read().split()
+            quota, period = fields[0], fields[1]
+            if quota in ("max", "-1"):
+                return None
+            return max(1, math.ceil(int(quota) / int(period)))
+        except (OSError, ValueError, IndexError):
+            continue
+    return None
+
+
+def _env_threads():
+    """``SKCNN_NUM_THREADS`` as an int >= 1, None when unset; a clear error
+    for anything else."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number >= 1; got {value!r}")
+    return threads
+
+
+def n_threads():
+    """Threads to use now.
+
+    ``SKCNN_NUM_THREADS`` if set; otherwise the fewest of the cores this
+    process may run on (its affinity mask), the cores its cgroup CPU quota
+    pays for, and the BLAS thread limit in force. The BLAS limit is the
+    process's own, not the one skcnn holds while another call of it runs in
+    a second thread.
+    """
+    threads = _env_threads()
+    if threads is not None:
+        return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    blas = _BLAS.outer_limit()
-    return max(1, min(MAX_THREADS, cores or 1, blas or cores or 1))
+    limits = [cores or 1, _cgroup_cpus(), _BLAS.outer_limit()]
+    return max(1, min(limit for limit in limits if limit is not None))
 
 
 @contextmanager
 def worker_pool():
-    """Hold BLAS to one thread and give a thread pool, or None when one
-    thread is all there is.
+    """Hold BLAS to one thread and give a thread pool for :func:`run_tasks`,
+    or None when one thread is all there is.
 
     Every matrix product then runs single-threaded however the work is
     spread, so results do not depend on the number of threads (OpenBLAS
     rounds edge rows differently when it splits a product between threads).
+    The pool has one thread fewer than :func:`n_threads`: the calling thread
+    works too.
     """
     workers = n_threads()
     with single_threaded_blas():
         if workers == 1:
             yield None
         else:
-            with ThreadPoolExecutor(workers) as pool:
+            with ThreadPoolExecutor(workers - 1, thread_name_prefix="skcnn") as pool:
                 yield pool
+
+
+_recording = []  # sets collecting the names of threads that ran tasks (record_threads)
+
+
+@contextmanager
+def record_threads():
+    """Collect the names of the threads that run tasks of :func:`run_tasks`
+    while inside (for tests and benchmarks: are the threads really used?).
+
+    Names, not idents: each :func:`worker_pool` makes new threads, and a
+    finished thread's ident may or may not be reused by the next pool's,
+    whereas every pool names its threads "skcnn_0", "skcnn_1", ... alike.
+    """
+    seen = set()
+    _recording.append(seen)
+    try:
+        yield seen
+    finally:
+        _recording.remove(seen)
+
+
+def run_tasks(pool, tasks):
+    """Results of the calls ``tasks``, in order.
+
+    The calling thread and the pool's threads take the tasks from one queue,
+    the next one each as it becomes free, so a slow task never holds up the
+    others. Which thread runs which task does not change any result.
+    """
+    tasks = list(tasks)
+    results = [None] * len(tasks)
+    queue = itertools.count()  # next() is atomic under the GIL: a shared queue of indices
+
+    def work():
+        for i in iter(queue.__next__, None):
+            if i >= len(tasks):
+                return
+            for seen in _recording:
+                seen.add(threading.current_thread().name)
+            results[i] = tasks[i]()
+
+    if pool is None or len(tasks) < 2:
+        work()
+        return results
+    helpers = [pool.submit(work) for _ in range(min(pool._max_workers, len(tasks) - 1))]
+    try:
+        work()
+    finally:
+        for future in helpers:
+            future.result()  # re-raises a helper's exception
+    return results
+
+
+# -- data-parallel training ------------------------------------------------------
+
+
+def replicas(network, n, rng):
+    """``n`` networks that share ``network``'s weights (the same arrays) but
+    have their own caches and gradients, their own dropout random stream
+    (spawned from ``rng``) and their own copy of batch-norm statistics:
+    each can train on a micro-batch in its own thread."""
+    out = []
+    for child in rng.spawn(n):
+        layers = [layer.replica(child) for layer in network.layers]
+        out.append(type(network)(layers, network.dtype, network.spec, network.input_shape))
+        out[-1].loss_layer = SoftmaxCrossEntropy(network.loss_layer.label_smoothing)
+    return out
+
+
+def merge_buffers(network, copies, used):
+    """Set every buffer that training changes (batch-norm running
+    statistics) to its mean over the replicas in ``used``, in ``network``
+    and in all ``copies``."""
+    mine = network.named_layers()
+    theirs = [r.named_layers() for r in copies]
+    used_ids = {id(r) for r in used}
+    for i, (_, layer) in enumerate(mine):
+        if not layer.trains_buffers:
+            continue
+        for k, v in layer.buffers.items():
+            values = [t[i][1].buffers[k] for r, t in zip(copies, theirs) if id(r) in used_ids]
+            v[...] = sum(values[1:], values[0].copy()) / v.dtype.type(len(values))
+            for t in theirs:
+                t[i][1].buffers[k][...] = v
+
+
+def pack_params(network):
+    """Move the learnable arrays into two contiguous buffers, the weights
+    and the rest, each layer keeping views of its part of them.
+
+    Returns ``[(buffer, takes_weight_decay)]``. An optimizer step over two
+    buffers is a few large numpy calls instead of a dozen small ones per
+    layer. Arrays already packed stay where they are.
+    """
+    packed = []
+    for group, decays in zip(network.param_groups(), (True, False)):
+        if not group:
+            continue
+        arrays = [layer.params[k] for layer, k in group]
+        base = arrays[0].base
+        if base is not None and all(a.base is base for a in arrays) and base.size == sum(a.size for a in arrays):
+            packed.append((base, decays))
+            continue
+        buffer = np.concatenate([a.reshape(-1) for a in arrays])
+        offset = 0
+        for layer, k in group:
+            size, shape = layer.params[k].size, layer.params[k].shape
+            layer.params[k] = buffer[offset : offset + size].reshape(shape)
+            offset += size
+        packed.append((buffer, decays))
+    return packed
+
+
+def packed_grads(network, out):
+    """Write ``network``'s gradients into ``out``, buffers laid out as :func:`pack_params`'s."""
+    groups = [group for group in network.param_groups() if group]
+    for group, buffer in zip(groups, out):
+        np.concatenate([layer.grads[k].reshape(-1) for layer, k in group], out=buffer)
+
+
+#: Slices the optimizer step is cut into. Its rules are elementwise, so any
+#: cut gives the same result to the bit; a fixed one keeps that obvious.
+OPTIMIZER_PARTS = 8
+
+
+class DataParallel:
+    """Training steps of ``network`` on batches of up to ``batch_size``
+    samples, each cut into micro-batches (:func:`micro_batches`), one replica
+    of the network per micro-batch.
+
+    Parameters
+    ----------
+    network : Network
+        Its learnable arrays are packed (:func:`pack_params`) and shared
+        with the replicas.
+    batch_size : int
+        The full batch (the last one of an epoch may be smaller).
+    rng : numpy.random.Generator
+        The replicas' dropout streams are spawned from it.
+    """
+
+    def __init__(self, network, batch_size, rng):
+        self.network = network
+        self.batch_size = batch_size
+        packed = pack_params(network)
+        self.params = [buffer for buffer, _ in packed]
+        self.decay = [decays for _, decays in packed]
+        n = len(micro_batches(batch_size)) - 1
+        self.replicas = replicas(network, n, rng)  # (sharing the packed weights)
+        self.grads = [[np.empty_like(p) for p in self.params] for _ in range(n)]
+        self._used = []
+
+    def gradient(self, x, y, sample_weight, pool):
+        """Mean loss of a batch and its gradient, left in the gradient buffers.
+
+        Each micro-batch's replica runs forward and backward (in the threads
+        of ``pool``), scaling its gradient by its share of the batch's weight,
+        so that their sum is the gradient of the whole batch's mean loss.
+
+        Returns ``(loss, weight)``: the (weighted) mean loss and the batch's
+        total sample weight.
+        """
+        bounds = micro_batches(len(y))
+        work = []
+        for replica, grads, a, b in zip(self.replicas, self.grads, bounds[:-1], bounds[1:]):
+            sw_part = None if sample_weight is None else sample_weight[a:b]
+            weight = (b - a) if sw_part is None else float(sw_part.sum())
+            if weight > 0:
+                work.append((replica, grads, x[a:b], y[a:b], sw_part, weight))
+        total = sum(item[-1] for item in work)
+
+        def run(item):
+            replica, grads, x_part, y_part, sw_part, weight = item
+            # numpy's error state is per thread: set it in each one. Overflow
+            # is detected and reported (DivergenceWarning) by the trainer.
+            with np.errstate(over="ignore", invalid="ignore"):
+                loss = replica.loss(x_part, y_part, sw_part)
+                replica.backward(scale=weight / total)
+                packed_grads(replica, out=grads)
+            return loss
+
+        losses = run_tasks(pool, [partial(run, item) for item in work])
+        self._used = [item for item in work]
+        self._n_samples = len(y)
+        return sum(l * item[-1] for l, item in zip(losses, work)) / total, total
+
+    def penalty_squares(self):
+        """Sum of squares of the weights that take weight decay."""
+        return sum(float(np.dot(p, p)) for p, d in zip(self.params, self.decay) if d)
+
+    def step(self, optimizer, batch_weight, pool):
+        """Apply ``optimizer`` with the sum of the micro-batches' gradients
+        (cut into slices run in the threads), then merge the replicas'
+        batch-norm statistics into the network's."""
+        grads = list(zip(*(item[1] for item in self._used)))  # per buffer: one per micro-batch
+        parts = optimizer.parts(
+            self.params, grads, self.decay, n_parts=OPTIMIZER_PARTS, batch_weight=batch_weight
+        )
+
+        def guarded(part):
+            with np.errstate(over="ignore", invalid="ignore"):
+                part()
+
+        run_tasks(pool, [partial(guarded, part) for part in parts])
+        used = [item[0] for item in self._used]
+        if self._n_samples < self.batch_size:
+            self._damp_buffer_updates(used, self._n_samples / self.batch_size)
+        merge_buffers(self.network, self.replicas, used)
+
+    def _damp_buffer_updates(self, used, share):
+        """Scale this step's change of the buffers that training updates
+        (batch norm's running statistics) by ``share``, the batch's size over
+        the full batch size: a last, smaller batch moves them in proportion
+        to its size (as if with momentum ``share * momentum``), so that a
+        batch of one or two samples cannot skew them."""
+        theirs = [replica.named_layers() for replica in used]
+        for i, (_, layer) in enumerate(self.network.named_layers()):  # inside residual blocks too
+            if not layer.trains_buffers:
+                continue
+            for k, before in layer.buffers.items():  # the network's: as before the step
+                for named in theirs:
+                    after = named[i][1].buffers[k]
+                    after -= before
+                    after *= after.dtype.type(share)
+                    after += before

@@ -27,11 +27,10 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 
-from .parallel import MICRO_BATCHES, micro_batches, worker_pool
+from .parallel import DataParallel, worker_pool
 
 __all__ = [
     "History",
@@ -174,17 +173,6 @@ def _all_finite(arrays):
     return all(np.isfinite(a).all() for a in arrays)
 
 
-class _Packed:
-    """The network's learnable arrays packed into a few buffers
-    (:meth:`Network.pack_params`), whether each takes weight decay, and
-    gradient buffers of the same layout, one list per replica."""
-
-    def __init__(self, packed, n_replicas):
-        self.params = [buffer for buffer, _ in packed]
-        self.decay = [decays for _, decays in packed]
-        self.grads = [[np.empty_like(p) for p in self.params] for _ in range(n_replicas)]
-
-
 class _ProgressBar:
     """An epoch's progress on stderr, redrawn in place and erased at the end
     of the epoch, so that each epoch leaves one line (its summary). Drawn
@@ -297,91 +285,27 @@ class Trainer:
 
     # -- one epoch -----------------------------------------------------------
 
-    def _step(self, xb, yb, swb, replicas, pool, packed):
+    def _step(self, xb, yb, swb, parallel, pool):
         """Loss and gradient of one batch, then one optimizer step.
 
-        The batch is cut into micro-batches (:func:`~skcnn.parallel.micro_batches`:
-        two halves, unless the batch is too small to cut), one per replica;
-        the replicas run forward and backward side by side (on two cores when
-        ``pool`` is given), each scaling its gradient by its share of the
-        batch's weight, so that their sum is the gradient of the whole
-        batch's mean loss. The optimizer step (with that sum) is split
-        between the threads as well. The cut depends on the batch's size
-        alone, so results do not depend on the number of threads.
+        The data-parallel work (micro-batches on replicas in threads, the
+        optimizer step cut into slices) is :class:`~skcnn.parallel.DataParallel`'s;
+        results do not depend on the number of threads.
 
         Returns ``(data_loss, penalty, weight)``: the batch's (weighted) mean
         loss, the L2 penalty ``0.5 * alpha * ||W||^2 / weight`` (of the
         weights before the step) and the batch's total sample weight.
         """
-        bounds = micro_batches(len(yb))
-        work = []
-        for replica, grads, a, b in zip(replicas, packed.grads, bounds[:-1], bounds[1:]):
-            sw_part = None if swb is None else swb[a:b]
-            weight = (b - a) if sw_part is None else float(sw_part.sum())
-            if weight > 0:
-                work.append((replica, grads, xb[a:b], yb[a:b], sw_part, weight))
-        total = sum(item[-1] for item in work)
-
-        def run(item):
-            replica, grads, x_part, y_part, sw_part, weight = item
-            loss = replica.loss(x_part, y_part, sw_part)
-            replica.backward(scale=weight / total)
-            replica.packed_grads(out=grads)
-            return loss
-
-        losses = self._run_in_parallel(pool, [partial(run, item) for item in work])
-        loss = sum(l * item[-1] for l, item in zip(losses, work)) / total
+        loss, total = parallel.gradient(xb, yb, swb, pool)
         if not math.isfinite(loss):
             raise _Diverged(f"the loss became {loss}")
         penalty = 0.0
         if self.optimizer.alpha:
-            squares = sum(float(np.dot(p, p)) for p, d in zip(packed.params, packed.decay) if d)
-            penalty = 0.5 * self.optimizer.alpha * squares / total
-        grads = list(zip(*(item[1] for item in work)))  # per buffer: one per micro-batch
-        parts = self.optimizer.parts(
-            packed.params, grads, packed.decay, n_parts=len(replicas), batch_weight=total
-        )
-        self._run_in_parallel(pool, parts)
-        used = [item[0] for item in work]
-        if len(yb) < self.batch_size:
-            self._damp_buffer_updates(used, len(yb) / self.batch_size)
-        self.network.merge_buffers(replicas, used)
+            penalty = 0.5 * self.optimizer.alpha * parallel.penalty_squares() / total
+        parallel.step(self.optimizer, total, pool)
         return loss, penalty, total
 
-    def _damp_buffer_updates(self, used, share):
-        """Scale this step's change of the buffers that training updates
-        (batch norm's running statistics) by ``share``, the batch's size over
-        the full batch size: a last, smaller batch moves them in proportion
-        to its size (as if with momentum ``share * momentum``), so that a
-        batch of one or two samples cannot skew them."""
-        theirs = [replica.named_layers() for replica in used]
-        for i, (_, layer) in enumerate(self.network.named_layers()):  # inside residual blocks too
-            if not layer.trains_buffers:
-                continue
-            for k, before in layer.buffers.items():  # the network's: as before the step
-                for named in theirs:
-                    after = named[i][1].buffers[k]
-                    after -= before
-                    after *= after.dtype.type(share)
-                    after += before
-
-    @staticmethod
-    def _run_in_parallel(pool, tasks):
-        """Results of the calls ``tasks``, in the pool's threads if any; the
-        calling thread runs the first itself (one hand-off fewer)."""
-
-        def call(task):
-            # numpy's error state is per thread: set it in each one. Overflow
-            # is detected and reported (DivergenceWarning) by the loop.
-            with np.errstate(over="ignore", invalid="ignore"):
-                return task()
-
-        if pool is None:
-            return [call(task) for task in tasks]
-        futures = [pool.submit(call, task) for task in tasks[1:]]
-        return [call(tasks[0])] + [f.result() for f in futures]
-
-    def _epoch(self, x, y, sw, rng, interrupted, schedule, replicas, pool, packed):
+    def _epoch(self, x, y, sw, rng, interrupted, schedule, parallel, pool):
         """One pass over the data; returns the epoch's (weighted) mean loss,
         L2 penalty included. Raises ``_Diverged`` (see :meth:`_check_divergence`)."""
         n = len(y)
@@ -398,7 +322,7 @@ class Trainer:
                     xb = self.augment(xb, rng)
                 if schedule is not None:
                     self.optimizer.lr = schedule(b / len(starts), 1 / len(starts))
-                loss, penalty, weight = self._step(xb, y[idx], swb, replicas, pool, packed)
+                loss, penalty, weight = self._step(xb, y[idx], swb, parallel, pool)
                 if self.average is not None:
                     self.average.update(self.network)
                 total_loss += loss * weight
@@ -454,8 +378,7 @@ class Trainer:
             "diverged".
         """
         reason = "max_iter"
-        packed = _Packed(self.network.pack_params(), MICRO_BATCHES)
-        replicas = self.network.replicas(MICRO_BATCHES, rng)  # (sharing the packed weights)
+        parallel = DataParallel(self.network, self.batch_size, rng)
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):
@@ -465,7 +388,7 @@ class Trainer:
                 try:
                     with worker_pool() as pool:
                         loss = self._epoch(
-                            x, y, sample_weight, rng, interrupted, schedule, replicas, pool, packed
+                            x, y, sample_weight, rng, interrupted, schedule, parallel, pool
                         )
                 except KeyboardInterrupt:  # raised outside the signal handler's reach
                     interrupted["set"] = True

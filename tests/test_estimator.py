@@ -195,11 +195,12 @@ def test_dtype_follows_the_input():
     c32 = CNNClassifier(max_iter=2).fit(X.astype(np.float32), y)
     assert c32.network_.dtype == np.float32
     assert all(p.dtype == np.float32 for p in c32.network_.params())
-    assert c32.predict_proba(X).dtype == np.float32  # float64 input, cast to the model's dtype
-    c64 = CNNClassifier(max_iter=2).fit(X, y)
-    assert c64.predict_proba(X).dtype == np.float64
+    assert c32.predict_proba(X.astype(np.float32)).dtype == np.float32
+    assert c32.predict_proba(X).dtype == np.float64  # float64 input: float64 probabilities
+    c64 = CNNClassifier(max_iter=2).fit(X, y)  # small float64 data: computed in float64
+    assert c64.network_.dtype == np.float64 and c64.predict_proba(X).dtype == np.float64
     cint = CNNClassifier(max_iter=2).fit((X * 10).astype(int), y)
-    assert cint.network_.dtype == np.float64
+    assert cint.network_.dtype == np.float32  # integers: float32, exact for pixel values
 
 
 def test_probabilities_sum_to_one_and_log_proba_matches(fitted, digits):

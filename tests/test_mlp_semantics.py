@@ -312,9 +312,11 @@ def test_concurrent_predict_and_fit_leave_the_blas_limits_as_they_were(fitted, d
 
 
 def test_a_call_beside_another_still_uses_the_processes_threads(two_blas_threads):
+    outside = n_threads()
+    assert outside >= 2  # (the fixture skips machines where BLAS runs one thread)
     with single_threaded_blas():
         assert set(blas_limits()) == {1}
-        assert n_threads() == min(2, len(__import__("os").sched_getaffinity(0)))
+        assert n_threads() == outside
     assert blas_limits() == two_blas_threads
 
 

@@ -22,8 +22,9 @@ from skcnn.layers import (
     Residual,
     layer_from_config,
 )
-from skcnn.network import PRESETS, Network, layer_flops, plan_layers, preset_layers
+from skcnn.network import PRESETS, Network, fold_batch_norm, layer_flops, plan_layers, preset_layers
 from skcnn.optimizers import Adam
+from skcnn.parallel import merge_buffers, pack_params, packed_grads, replicas
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -499,7 +500,7 @@ def test_layers_compose_by_hand(rng):
 
 def test_replicas_share_weights_and_keep_their_own_state_inside_residual_blocks(rng):
     net = make_residual(dtype=np.float32)
-    a, b = net.replicas(2, np.random.default_rng(1))
+    a, b = replicas(net, 2, np.random.default_rng(1))
     for (name, p), (_, pa), (_, pb) in zip(
         net.named_params(), a.named_params(), b.named_params(), strict=True
     ):
@@ -515,13 +516,13 @@ def test_replicas_share_weights_and_keep_their_own_state_inside_residual_blocks(
     mean = "5.1.running_mean"
     sa, sb, s0 = a.state_dict()[mean], b.state_dict()[mean], net.state_dict()[mean]
     assert not np.allclose(sa, sb) and not s0.any()
-    net.merge_buffers([a, b], used=[a, b])
+    merge_buffers(net, [a, b], used=[a, b])
     for r in (net, a, b):
         np.testing.assert_allclose(r.state_dict()[mean], (sa + sb) / 2, rtol=1e-6)
     # only the replicas that trained count
     a.loss(xa, ya)
     sa = a.state_dict()[mean]
-    net.merge_buffers([a, b], used=[a])
+    merge_buffers(net, [a, b], used=[a])
     np.testing.assert_array_equal(net.state_dict()[mean], sa)
     np.testing.assert_array_equal(b.state_dict()[mean], sa)
 
@@ -533,7 +534,7 @@ def test_pack_params_moves_weights_and_the_rest_into_two_buffers(which):
     else:
         net = make_residual(dtype=np.float32)
     before = {name: p.copy() for name, p in net.named_params()}
-    (weights, w_decay), (rest, r_decay) = net.pack_params()
+    (weights, w_decay), (rest, r_decay) = pack_params(net)
     assert (w_decay, r_decay) == (True, False)
     named = dict(net.named_params())
     for name, p in named.items():  # same values, now views of the buffers
@@ -542,7 +543,7 @@ def test_pack_params_moves_weights_and_the_rest_into_two_buffers(which):
     assert weights.size == sum(p.size for n, p in named.items() if n.endswith(".W"))
     assert rest.size == sum(p.size for n, p in named.items() if not n.endswith(".W"))
     # packing again keeps the buffers; writes to a buffer reach the layers
-    again = net.pack_params()
+    again = pack_params(net)
     assert again[0][0] is weights and again[1][0] is rest
     weights[:] = 0
     assert all(not p.any() for n, p in net.named_params() if n.endswith(".W"))
@@ -551,14 +552,14 @@ def test_pack_params_moves_weights_and_the_rest_into_two_buffers(which):
     net.loss(x, np.array([0, 1, 2, 0]))
     net.backward()
     out = [np.empty_like(weights), np.empty_like(rest)]
-    net.packed_grads(out)
+    packed_grads(net, out)
     grads = dict(zip([n for n, _ in net.named_params()], net.grads(), strict=True))
     expected_w = np.concatenate([g.ravel() for n, g in grads.items() if n.endswith(".W")])
     expected_r = np.concatenate([g.ravel() for n, g in grads.items() if not n.endswith(".W")])
     np.testing.assert_array_equal(out[0], expected_w)
     np.testing.assert_array_equal(out[1], expected_r)
     # replicas made after packing share the packed arrays
-    (replica,) = net.replicas(1, np.random.default_rng(0))
+    (replica,) = replicas(net, 1, np.random.default_rng(0))
     assert all(np.shares_memory(p, weights) for n, p in replica.named_params() if n.endswith(".W"))
 
 
@@ -570,8 +571,6 @@ def test_rescale_is_planned_first_and_scales_the_input(rng):
     net.layers[0].buffers["shift"][...] = 2.0
     net.layers[0].buffers["scale"][...] = 4.0
     np.testing.assert_allclose(net.forward(4 * x + 2), before, rtol=1e-10)
-
-
 
 
 @pytest.mark.parametrize(
@@ -667,3 +666,23 @@ def test_resnet_preset_layers():
     assert [layer.output_shape(layer.input_shape) for layer in net.layers if isinstance(layer, Residual)] == [
         (28, 28, 32), (14, 14, 64), (7, 7, 128)
     ]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_prediction_folds_batch_norm_into_the_layer_before_and_computes_the_same(dtype):
+    net = make(dict(PRESETS["deep"], conv_filters=((3, 4), 5), hidden_layer_sizes=(6,)), (2, 8, 8), dtype=dtype)
+    rng = np.random.default_rng(3)
+    for _, layer in net.named_layers():  # trained-looking statistics and affine maps
+        if isinstance(layer, BatchNorm):
+            for arrays in (layer.params, layer.buffers):
+                for k, v in arrays.items():
+                    v[...] = rng.uniform(0.5, 2.0, v.shape) * (rng.choice([-1, 1], v.shape) if k != "running_var" else 1)
+    folded = fold_batch_norm(net.layers)
+    assert not any(isinstance(layer, BatchNorm) for layer in folded)
+    assert len(folded) == len(net.layers) - sum(isinstance(layer, BatchNorm) for layer in net.layers)
+    x = rng.random((5, 2, 8, 8)).astype(dtype)
+    before = {name: p.copy() for name, p in net.named_params()}
+    expected = net.forward(x)  # the oracle: every layer as written
+    np.testing.assert_allclose(net.predict_logits(x), expected, rtol=1e-4 if dtype == np.float32 else 1e-12)
+    for name, p in net.named_params():  # the network's own arrays are untouched
+        np.testing.assert_array_equal(p, before[name])

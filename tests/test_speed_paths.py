@@ -1,0 +1,102 @@
+"""The paths users take: float64 and uint8 input (dtype policy), and every
+core (thread count, results independent of it)."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from skcnn import CNNClassifier, estimator, parallel
+from skcnn.estimator import AUTO_FLOAT64_MAX_VALUES, _computation_dtype
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    X, y = load_digits(return_X_y=True)
+    return X[:300].astype(np.uint8), y[:300]  # pixel values 0..16
+
+
+def test_auto_dtype_rule():
+    small, large = np.empty((10, 10)), np.empty((AUTO_FLOAT64_MAX_VALUES // 100 + 1, 100))
+    assert _computation_dtype(small, "auto") == np.float64
+    assert _computation_dtype(large, "auto") == np.float32
+    assert _computation_dtype(large.astype(np.float32), "auto") == np.float32
+    for dtype in (np.uint8, np.int64, np.bool_, np.float16):
+        assert _computation_dtype(np.zeros((3, 4), dtype=dtype), "auto") == np.float32, dtype
+    assert _computation_dtype([[1.0, 2.0]], "auto") == np.float64  # a list: float64, as numpy reads it
+    assert _computation_dtype(large, "float64") == np.float64
+    assert _computation_dtype(small, "float32") == np.float32
+
+
+def test_uint8_input_computes_in_float32_exactly_as_its_float32_values(pixels):
+    X, y = pixels
+    params = dict(max_iter=2, random_state=0, conv_filters=(4, 8), hidden_layer_sizes=(16,))
+    as_uint8 = CNNClassifier(**params).fit(X, y)
+    as_float32 = CNNClassifier(**params).fit(X.astype(np.float32), y)
+    assert as_uint8.network_.dtype == np.float32
+    assert as_uint8.loss_curve_ == as_float32.loss_curve_
+    proba = as_uint8.predict_proba(X)
+    assert proba.dtype == np.float64  # scikit-learn's convention for non-float32 input
+    # the same float32 logits; only the softmax runs in float64
+    np.testing.assert_allclose(proba, as_float32.predict_proba(X.astype(np.float32)), rtol=1e-5)
+    np.testing.assert_array_equal(as_uint8.predict(X), as_float32.predict(X.astype(np.float32)))
+
+
+def test_large_float64_input_computes_in_float32_and_returns_float64(pixels, monkeypatch):
+    X, y = pixels
+    X64 = X / 16.0
+    monkeypatch.setattr(estimator, "AUTO_FLOAT64_MAX_VALUES", X64.size - 1)
+    params = dict(max_iter=2, random_state=0, conv_filters=(4, 8), hidden_layer_sizes=(16,))
+    auto = CNNClassifier(**params).fit(X64, y)
+    as_float32 = CNNClassifier(**params).fit(X64.astype(np.float32), y)
+    assert auto.network_.dtype == np.float32 and auto.loss_curve_ == as_float32.loss_curve_
+    proba = auto.predict_proba(X64)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba, as_float32.predict_proba(X64.astype(np.float32)), rtol=1e-6)
+    forced = CNNClassifier(dtype="float64", **params).fit(X64, y)  # the user's choice wins
+    assert forced.network_.dtype == np.float64
+
+
+def test_dtype_is_validated():
+    with pytest.raises(ValueError, match="dtype must be 'auto', 'float32' or 'float64'"):
+        CNNClassifier(dtype="float16").fit(np.zeros((4, 4)), [0, 1, 0, 1])
+
+
+# -- every core ---------------------------------------------------------------------
+
+
+def test_thread_count_follows_the_environment_variable(monkeypatch):
+    monkeypatch.setenv(parallel.THREADS_ENV, "3")
+    assert parallel.n_threads() == 3
+    monkeypatch.setenv(parallel.THREADS_ENV, "0")
+    with pytest.raises(ValueError, match="SKCNN_NUM_THREADS must be a whole number >= 1"):
+        parallel.n_threads()
+    monkeypatch.delenv(parallel.THREADS_ENV)
+    cores = len(parallel.os.sched_getaffinity(0))
+    assert 1 <= parallel.n_threads() <= cores
+
+
+def test_micro_batches_grow_with_the_batch_not_the_threads():
+    np.testing.assert_array_equal(parallel.micro_batches(100), [0, 50, 100])
+    np.testing.assert_array_equal(np.diff(parallel.micro_batches(400)), [50] * 8)
+    for n in (150, 199, 1000):
+        sizes = np.diff(parallel.micro_batches(n))
+        assert sizes.min() >= parallel.MICRO_BATCH and sizes.max() < 2 * parallel.MICRO_BATCH
+
+
+def test_deep_preset_gives_identical_results_with_1_2_3_and_8_threads(pixels, monkeypatch):
+    X, y = pixels
+    # batches of 200: four micro-batches, more than some thread counts, fewer than others
+    params = dict(architecture="deep", conv_filters=((4, 4), 8), hidden_layer_sizes=(16,), batch_size=200,
+                  max_iter=2, random_state=0)  # fmt: skip
+    results = {}
+    for threads in (1, 2, 3, 8):
+        monkeypatch.setenv(parallel.THREADS_ENV, str(threads))
+        with parallel.record_threads() as seen:
+            clf = CNNClassifier(**params).fit(X, y)
+            proba = clf.predict_proba(X)
+        # the threads really ran work (micro-batches, optimizer slices, prediction chunks)
+        assert min(threads, 3) <= len(seen) <= threads, (threads, len(seen))
+        results[threads] = clf.loss_curve_, proba
+    for threads in (2, 3, 8):
+        assert results[threads][0] == results[1][0]
+        np.testing.assert_array_equal(results[threads][1], results[1][1])
