@@ -383,9 +383,8 @@ class Network:
 
     def load_state_dict(self, state):
         """Copy arrays from ``state`` into the network (shapes must match)."""
-        for name, layer in self.named_layers():
-            for k, v in {**layer.params, **layer.buffers}.items():
-                v[...] = state[f"{name}.{k}"]
+        for name, v in self.named_arrays():
+            v[...] = state[name]
 
     def clear_cache(self):
         """Drop activations and gradients kept from the last training step."""
