@@ -16,7 +16,7 @@ def pixels():
 
 
 def test_auto_dtype_rule():
-    small, large = np.empty((10, 10)), np.empty((AUTO_FLOAT64_MAX_VALUES // 100 + 1, 100))
+    small, large = np.zeros((10, 10)), np.zeros((AUTO_FLOAT64_MAX_VALUES // 100 + 1, 100))
     assert _computation_dtype(small, "auto") == np.float64
     assert _computation_dtype(large, "auto") == np.float32
     assert _computation_dtype(large.astype(np.float32), "auto") == np.float32
