@@ -32,7 +32,7 @@ from functools import partial
 
 import numpy as np
 import threadpoolctl
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from .layers import SoftmaxCrossEntropy
 
@@ -83,9 +83,28 @@ def micro_batches(n):
     return np.linspace(0, n, parts + 1).astype(int)
 
 
+_controller_lock = threading.Lock()
+_controller = None
+
+
+def _blas_controller():
+    """threadpoolctl's controller of the loaded BLAS libraries, made once.
+
+    Making one scans every library the process has loaded (a few
+    milliseconds): paid on every epoch and every ``predict``, that was half
+    the time of a small fit. The libraries NumPy calls are loaded with NumPy,
+    before any of this runs; their thread limits are read live.
+    """
+    global _controller
+    with _controller_lock:
+        if _controller is None:
+            _controller = ThreadpoolController().select(user_api="blas")
+        return _controller
+
+
 def _blas_limits():
     """The smallest thread limit among the loaded BLAS libraries, or None."""
-    limits = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    limits = [lib.num_threads for lib in _blas_controller().lib_controllers]
     return min(limits) if limits else None
 
 
@@ -130,7 +149,7 @@ class _SharedBlasLimit:
     def _limit(self, held, release, errors):
         try:
             _claim_blas_control()
-            with threadpool_limits(limits=1, user_api="blas"):
+            with _blas_controller().limit(limits=1, user_api="blas"):
                 held.set()
                 release.wait()
         except BaseException as exc:  # reported to the caller, never lost in this thread
