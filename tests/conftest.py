@@ -1,3 +1,6 @@
+import types
+import urllib.error
+
 import numpy as np
 import pytest
 
@@ -85,3 +88,16 @@ def _close_figures():
 
     if "matplotlib.pyplot" in sys.modules:
         sys.modules["matplotlib.pyplot"].close("all")
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: scikit-learn's OpenML downloads fail at once, as they do on
+    a machine without internet, but without its retry pauses (a second
+    between tries, three tries a data set)."""
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr("sklearn.datasets._openml.urlopen", no_network)
+    monkeypatch.setattr("sklearn.datasets._openml.time", types.SimpleNamespace(sleep=lambda seconds: None))

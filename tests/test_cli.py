@@ -76,17 +76,7 @@ def test_skcnn_predict_classifies_digits_drawn_into_png_files(font_model, tmp_pa
     assert all("probability" in line for line in lines)
 
 
-def go_offline(monkeypatch):
-    import urllib.error
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network in this test")
-
-    monkeypatch.setattr("sklearn.datasets._openml.urlopen", offline)
-
-
-def test_skcnn_train_falls_back_to_digits_and_evaluate_reports(tmp_path, monkeypatch, capsys):
-    go_offline(monkeypatch)
+def test_skcnn_train_falls_back_to_digits_and_evaluate_reports(offline, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--epochs", "3", "--data-home", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -115,8 +105,7 @@ def tiny_idx(tmp_path):
     return make_idx_folder(tmp_path / "idx", n_train=30, n_test=10)
 
 
-def test_skcnn_train_on_idx_files_says_what_it_does_and_where_files_went(tiny_idx, tmp_path, monkeypatch, capsys):
-    go_offline(monkeypatch)
+def test_skcnn_train_on_idx_files_says_what_it_does_and_where_files_went(offline, tiny_idx, tmp_path, capsys):
     out_file, picture = tmp_path / "runs" / "today" / "m.npz", tmp_path / "pictures" / "p.png"
     argv = ["train", "--idx", str(tiny_idx), "--epochs", "2", "--out", str(out_file), "--picture", str(picture)]
     assert main(argv) == 0
@@ -137,8 +126,7 @@ def test_skcnn_train_on_idx_files_says_what_it_does_and_where_files_went(tiny_id
     assert "after 1 epoch in" in capsys.readouterr().out
 
 
-def test_evaluate_scores_the_idx_files_the_model_file_records(tiny_idx, tmp_path, monkeypatch, capsys):
-    go_offline(monkeypatch)  # no trip to OpenML for MNIST
+def test_evaluate_scores_the_idx_files_the_model_file_records(offline, tiny_idx, tmp_path, monkeypatch, capsys):  # offline: no trip to OpenML for MNIST
     model = tmp_path / "m.npz"
     assert main(["train", "--idx", str(tiny_idx), "--epochs", "1", "--out", str(model), "--picture", "", "-q"]) == 0
     trained = capsys.readouterr().out.splitlines()[1]
@@ -184,10 +172,9 @@ def test_n_train_is_honoured_with_idx(fashion_model):
 
 
 def test_evaluate_without_idx_scores_the_same_10000_test_images_with_class_names(
-    fashion_model, tmp_path, monkeypatch, capsys
+    offline, fashion_model, tmp_path, monkeypatch, capsys
 ):
     model, _, trained = fashion_model
-    go_offline(monkeypatch)
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", str(model)]) == 0
     out = capsys.readouterr().out

@@ -135,14 +135,7 @@ def test_load_mnist_through_fetch_openml_from_a_local_cache(tmp_path):
     assert images.shape == (2, 1, 28, 28)
 
 
-def test_load_mnist_without_network_or_cache_says_how_to_fix_it(tmp_path, monkeypatch):
-    import urllib.error
-    import urllib.request
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network here")
-
-    monkeypatch.setattr("sklearn.datasets._openml.urlopen", offline)
+def test_load_mnist_without_network_or_cache_says_how_to_fix_it(offline, tmp_path):
     with pytest.raises(DatasetUnavailableError) as info:
         load_mnist(data_home=tmp_path)
     message = str(info.value)

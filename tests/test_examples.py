@@ -37,12 +37,7 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys, request):
         argv += ["--scheduler", request.getfixturevalue("dask_client").scheduler.address]
     monkeypatch.setattr(sys, "argv", argv)
     if name == "train_mnist.py":  # no network here: the example must fall back, and say so
-        import urllib.error
-
-        def offline(*args, **kwargs):
-            raise urllib.error.URLError("offline")
-
-        monkeypatch.setattr("sklearn.datasets._openml.urlopen", offline)
+        request.getfixturevalue("offline")
         monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path))
     runpy.run_path(str(EXAMPLES / name), run_name="__main__")
     out = capsys.readouterr().out
