@@ -13,6 +13,9 @@ __all__ = [
     "conv_output_size",
     "pad_images",
     "im2col",
+    "conv2d",
+    "conv2d_kernel_grad",
+    "conv2d_input_grad",
     "softmax",
     "log_softmax",
     "column_sums",
@@ -66,25 +69,157 @@ def im2col(x, kh, kw, stride=1, pad=0, out=None):
         OW pixels instead of runs of 3, about 4x faster, and BLAS takes either
         order at no cost.
     """
-    n, h, w, c = x.shape
-    oh = conv_output_size(h, kh, stride, pad)
-    ow = conv_output_size(w, kw, stride, pad)
     xp = np.ascontiguousarray(pad_images(x, pad))
+    return _lower(_windows(xp, kh, kw, stride), kw, out)
+
+
+def _windows(xp, kh, kw, stride):
+    """A read-only view (N, OH, OW, KH, KW*C) of the windows of the (padded,
+    contiguous) images ``xp``, no copy yet: in a contiguous image the KW*C
+    values of one window row lie side by side, so the copy that lowers them
+    moves runs of KW*C values (3x longer than runs of C). Slicing it along
+    N gives a block's windows at no cost (making it takes ~20 us)."""
+    n, h, w, c = xp.shape
+    oh, ow = conv_output_size(h, kh, stride), conv_output_size(w, kw, stride)
     sn, sh, sw, sc = xp.strides
-    # A read-only view (N, OH, OW, KH, KW*C) of the windows, no copy yet: in a
-    # contiguous image the KW*C values of one window row lie side by side, so
-    # the copy below moves runs of KW*C values (3x longer than runs of C).
-    win = as_strided(
-        xp, (n, oh, ow, kh, kw * c), (sn, sh * stride, sw * stride, sh, sc), writeable=False
-    )
-    if c == 1:
-        cols_t = np.empty((kh * kw, n * oh * ow), dtype=x.dtype) if out is None else out.T
+    return as_strided(xp, (n, oh, ow, kh, kw * c), (sn, sh * stride, sw * stride, sh, sc), writeable=False)
+
+
+def _lower(win, kw, out=None):
+    """Copy a window view from :func:`_windows` into its im2col matrix (see :func:`im2col`)."""
+    n, oh, ow, kh, kwc = win.shape
+    if kwc == kw:  # one channel
+        cols_t = np.empty((kh * kw, n * oh * ow), dtype=win.dtype) if out is None else out.T
         # (N, OH, OW, KH, KW) -> (KH, KW, N, OH, OW)
         np.copyto(cols_t.reshape(kh, kw, n, oh, ow), win.transpose(3, 4, 0, 1, 2))
         return cols_t.T
-    cols = np.empty((n * oh * ow, kh * kw * c), dtype=x.dtype) if out is None else out
-    np.copyto(cols.reshape(n, oh, ow, kh, kw * c), win)
+    cols = np.empty((n * oh * ow, kh * kwc), dtype=win.dtype) if out is None else out
+    np.copyto(cols.reshape(n, oh, ow, kh, kwc), win)
     return cols
+
+
+#: Bytes of the lowered matrix of one block of images in :func:`conv2d`: about
+#: half a core's L2 cache, so that the block's im2col rows are still in cache
+#: when the matrix product reads them. Lowering all images at once instead
+#: writes the matrix out to memory and reads it back (45 MB for a batch of 50
+#: 28x28 images with 32 channels): the blocks are about 1.3x faster, and
+#: nothing of that size is kept for the backward pass.
+CONV_BLOCK_BYTES = 1 << 20
+
+
+def _lowered_blocks(x, kh, kw, stride, pad):
+    """``(rows, cols)`` for blocks of the images ``x`` (N, H, W, C), in order:
+    ``cols`` is the im2col matrix of a block (:func:`im2col`), ``rows`` the
+    slice of the whole batch's im2col rows it holds. A block's lowered matrix
+    fills about :data:`CONV_BLOCK_BYTES` (at least one image a block); each
+    full block is lowered into the same buffer, so use ``cols`` before asking
+    for the next one."""
+    n, c = len(x), x.shape[-1]
+    win = _windows(np.ascontiguousarray(pad_images(x, pad)), kh, kw, stride)  # padded once, not block by block
+    per_image = win.shape[1] * win.shape[2]  # output pixels: rows of the lowered matrix
+    b = max(1, CONV_BLOCK_BYTES // (per_image * kh * kw * c * x.itemsize))
+    buffer = None
+    for start in range(0, n, b):
+        block = win[start : start + b]
+        cols = _lower(block, kw, out=buffer if len(block) == b else None)
+        if len(block) == b:
+            buffer = cols
+        yield slice(start * per_image, (start + len(block)) * per_image), cols
+
+
+def conv2d(x, w, stride=1, pad=0):
+    """2-D convolution (cross-correlation) of channels-last images.
+
+    Each block of images is lowered (:func:`im2col`) and multiplied by the
+    kernels, ``cols @ w.reshape(K*K*C, F)``, into its part of the output,
+    block after block (see :data:`CONV_BLOCK_BYTES`).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+    w : ndarray of shape (KH, KW, C, F)
+        HWIO kernels, of ``x``'s dtype.
+    stride, pad : int
+
+    Returns
+    -------
+    out : ndarray of shape (N, OH, OW, F)
+    """
+    n, h, width, _ = x.shape
+    kh, kw, _, f = w.shape
+    oh = conv_output_size(h, kh, stride, pad)
+    ow = conv_output_size(width, kw, stride, pad)
+    w2 = w.reshape(-1, f)
+    out = np.empty((n * oh * ow, f), dtype=x.dtype)
+    for rows, cols in _lowered_blocks(x, kh, kw, stride, pad):
+        np.matmul(cols, w2, out=out[rows])
+    return out.reshape(n, oh, ow, f)
+
+
+def conv2d_kernel_grad(x, grad, kh, kw, stride=1, pad=0):
+    """Gradient of a :func:`conv2d` output w.r.t. its kernels.
+
+    The sum over blocks of images of ``im2col(block).T @ grad_block``: the
+    input is lowered again, block by block, rather than kept lowered from
+    the forward pass (a block in cache costs less than a matrix in memory).
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+        The forward pass's input.
+    grad : ndarray of shape (N, OH, OW, F)
+        Gradient w.r.t. the output.
+    kh, kw, stride, pad : int
+
+    Returns
+    -------
+    grad_w : ndarray of shape (KH, KW, C, F)
+    """
+    c, f = x.shape[-1], grad.shape[-1]
+    g2 = grad.reshape(-1, f)
+    total = np.zeros((kh * kw * c, f), dtype=grad.dtype)
+    for rows, cols in _lowered_blocks(x, kh, kw, stride, pad):
+        # np.dot, not @: numpy's matmul keeps the GIL while BLAS computes a
+        # product with few outputs (K*K*C x F, with a long inner dimension),
+        # which stalls the other training thread; dot releases it.
+        total += np.dot(cols.T, g2[rows])
+    return total.reshape(kh, kw, c, f)
+
+
+def conv2d_input_grad(grad, w, input_shape, stride=1, pad=0):
+    """Gradient of a :func:`conv2d` output w.r.t. its input.
+
+    At stride 1 (and ``pad <= K - 1``) it is itself a convolution: of the
+    output gradient, padded by ``K - 1 - pad``, with the kernels turned by
+    180 degrees and their channel axes swapped (the "full" correlation), run
+    by :func:`conv2d` at the same speed as the forward pass. Otherwise each
+    kernel offset ``(ky, kx)`` sends ``grad @ w[ky, kx].T`` to the input
+    pixels under it: K*K small products added into strided slices.
+
+    Parameters
+    ----------
+    grad : ndarray of shape (N, OH, OW, F)
+    w : ndarray of shape (KH, KW, C, F)
+    input_shape : tuple (N, H, W, C)
+    stride, pad : int
+
+    Returns
+    -------
+    grad_x : ndarray of shape (N, H, W, C)
+    """
+    kh, kw, c, f = w.shape
+    n, h, width, _ = input_shape
+    if stride == 1 and pad <= min(kh, kw) - 1 and kh == kw:
+        turned = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (KH, KW, F, C)
+        return conv2d(grad, turned, 1, kh - 1 - pad)
+    _, oh, ow, _ = grad.shape
+    g2 = grad.reshape(-1, f)
+    dx = np.zeros((n, h + 2 * pad, width + 2 * pad, c), dtype=grad.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            contribution = g2 @ w[ky, kx].T  # (N*OH*OW, F) @ (F, C)
+            dx[:, ky : ky + stride * oh : stride, kx : kx + stride * ow : stride] += contribution.reshape(n, oh, ow, c)
+    return dx[:, pad : pad + h, pad : pad + width]
 
 
 def column_sums(a):

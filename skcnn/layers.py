@@ -35,9 +35,11 @@ import numpy as np
 
 from .functions import (
     column_sums,
+    conv2d,
+    conv2d_input_grad,
+    conv2d_kernel_grad,
     conv_output_size,
     cross_entropy,
-    im2col,
     log_softmax,
     max_pool_2x2,
     max_pool_2x2_backward,
@@ -102,7 +104,6 @@ class Layer:
         self.buffers = {}
         self.input_shape = None  # one sample's shape, set by build
         self._cache = None
-        self._workspace = {}  # scratch arrays reused between training steps
 
     # -- construction ------------------------------------------------------------
 
@@ -167,7 +168,7 @@ class Layer:
         """A copy that shares this layer's learnable arrays but has its own
         caches, gradients and buffers (one per training thread)."""
         clone = copy.copy(self)  # shallow: clone.params is self.params
-        clone._cache, clone.grads, clone._workspace = None, {}, {}
+        clone._cache, clone.grads = None, {}
         clone.buffers = {k: v.copy() for k, v in self.buffers.items()}
         return clone
 
@@ -187,7 +188,6 @@ class Layer:
         """Drop the arrays kept for ``backward``, the gradients and scratch space."""
         self._cache = None
         self.grads = {}
-        self._workspace = {}
         for layer in self.sublayers().values():
             layer.clear_cache()
 
@@ -274,7 +274,8 @@ class Bias(Layer):
 
 
 class Conv2D(Layer):
-    """2-D convolution (cross-correlation) lowered to one matrix product (im2col).
+    """2-D convolution (cross-correlation) lowered to matrix products (im2col),
+    a block of images at a time (:func:`~skcnn.functions.conv2d`).
 
     Parameters
     ----------
@@ -332,51 +333,22 @@ class Conv2D(Layer):
     def forward(self, x, training=False):
         self._ensure_built(x)
         self._check_channels(x)
-        n = x.shape[0]
-        k, s, p = self.kernel_size, self.stride, self.pad
-        oh, ow, f = self.output_shape(x.shape[1:])
-        # Training reuses last step's matrix: a fresh one of tens of MB costs
-        # more in page faults than filling it does. (Prediction allocates,
-        # so that threads can share the layer.)
-        reuse = self._workspace.get("cols") if training else None
-        if reuse is not None and reuse.shape != (n * oh * ow, k * k * x.shape[3]):
-            reuse = None
-        cols = im2col(x, k, k, s, p, out=reuse)  # (N*OH*OW, K*K*C)
-        if training:
-            self._workspace["cols"] = cols
-        out = cols @ self.params["W"].reshape(-1, f)  # (N*OH*OW, K*K*C) @ (K*K*C, F)
+        out = conv2d(x, self.params["W"], self.stride, self.pad)  # im2col and GEMM, block by block
         if "b" in self.params:
             out += self.params["b"]
         if training:
-            self._cache = (x.shape, cols)
-        return out.reshape(n, oh, ow, f)
+            self._cache = x  # the kernel gradient lowers it again, block by block
+        return out
 
     def backward(self, grad):
-        x_shape, cols = self._cache
-        f, k = self.filters, self.kernel_size
-        g = grad.reshape(-1, f)  # (N, OH, OW, F) -> (N*OH*OW, F)
-        # np.dot, not @: numpy's matmul keeps the GIL while BLAS computes a
-        # product with few outputs (here K*K*C x F, as few as 9 x 16 with a
-        # huge inner dimension), which stalls the other training thread;
-        # dot releases it.
-        self.grads["W"] = np.dot(cols.T, g).reshape(self.params["W"].shape)  # (K*K*C, F)
+        x = self._cache
+        k, s, p = self.kernel_size, self.stride, self.pad
+        self.grads["W"] = conv2d_kernel_grad(x, grad, k, k, s, p)
         if "b" in self.params:
-            self.grads["b"] = column_sums(g)
+            self.grads["b"] = column_sums(grad)
         if not self.input_grad:
             return None
-        # dx: each kernel offset (ky, kx) sent g @ W[ky, kx].T to the input
-        # pixels under it. Nine small GEMMs whose (M, C) results stay in cache,
-        # each added into a strided slice: about 2x faster than one big GEMM
-        # followed by a scatter-add of strided columns (col2im).
-        n, h, w, c = x_shape
-        s, p = self.stride, self.pad
-        oh, ow = grad.shape[1:3]
-        dx = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype=grad.dtype)
-        for ky in range(k):
-            for kx in range(k):
-                contribution = g @ self.params["W"][ky, kx].T  # (N*OH*OW, F) @ (F, C)
-                dx[:, ky : ky + s * oh : s, kx : kx + s * ow : s] += contribution.reshape(n, oh, ow, c)
-        return dx[:, p : p + h, p : p + w]
+        return conv2d_input_grad(grad, self.params["W"], x.shape, s, p)
 
 
 def _pool_output_size(size, pool, stride):

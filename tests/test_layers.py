@@ -66,6 +66,7 @@ def randomise(layer, rng):
         (3, 1, 1, 2, 3, 3, 1, 1),  # 1x1 input
         (2, 6, 6, 1, 2, 5, 1, 2),  # 5x5 kernel
         (2, 5, 6, 2, 3, 3, 1, "same"),  # "same" padding
+        (2, 4, 5, 2, 3, 3, 1, 3),  # padding over K - 1: the input gradient is not a convolution
     ],
 )
 def test_conv2d_gradients(n, h, w, c, filters, k, stride, pad, rng):
@@ -73,6 +74,22 @@ def test_conv2d_gradients(n, h, w, c, filters, k, stride, pad, rng):
     layer.params["b"][:] = rng.standard_normal(filters)
     errors = check_layer_gradients(layer, rng.standard_normal((n, h, w, c)), rng)
     assert set(errors) == {"x", "W", "b"}
+
+
+def test_conv2d_in_several_blocks_of_images_with_a_short_last_one(monkeypatch, rng):
+    """The blocks of images that conv2d lowers one at a time (here 2, 2 and
+    1 images) give the same output and gradients as one block."""
+    layer = randomise(built(Conv2D(3, 3, padding=1), (6, 6, 2), rng), rng)
+    x = rng.standard_normal((5, 6, 6, 2))
+    whole = layer.forward(x, training=True)
+    g = rng.standard_normal(whole.shape)
+    dx_whole, dw_whole = layer.backward(g), layer.grads["W"].copy()
+    one_image = 6 * 6 * (3 * 3 * 2) * x.itemsize  # bytes of one image's lowered matrix
+    monkeypatch.setattr("skcnn.functions.CONV_BLOCK_BYTES", 2 * one_image)
+    np.testing.assert_allclose(layer.forward(x, training=True), whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.backward(g), dx_whole, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["W"], dw_whole, rtol=1e-12, atol=1e-12)
+    check_layer_gradients(layer, x, rng)
 
 
 def test_conv2d_without_bias_gradients(rng):
