@@ -14,7 +14,7 @@ SMALL = {
     "train_mnist.py": ["--epochs", "1", "--n-train", "300"],
     "grid_search_learning_rate.py": ["--epochs", "2", "--n-jobs", "1"],
     "pipeline_and_persistence.py": ["--epochs", "2"],
-    "distributed_search.py": ["--epochs", "1", "--workers", "1"],
+    "distributed_search.py": ["--epochs", "1"],  # + --scheduler
     "incremental_dask.py": ["--n-train", "600", "--blocks", "2", "--n-test", "200"],  # + --scheduler
     "inspect_and_export.py": ["--n-train", "300", "--epochs", "1", "--n-test", "300"],
     "colour_shapes.py": ["--epochs", "3", "--n-per-class", "12"],
@@ -33,7 +33,8 @@ def test_example_runs(name, tmp_path, monkeypatch, capsys, request):
         pytest.importorskip(module)
     monkeypatch.chdir(tmp_path)
     argv = [name, *SMALL[name]]
-    if name == "incremental_dask.py":  # on the suite's cluster (distributed_search.py makes its own)
+    if name in ("incremental_dask.py", "distributed_search.py"):
+        # on the suite's cluster (tests/test_readme.py starts a LocalCluster as the README does)
         argv += ["--scheduler", request.getfixturevalue("dask_client").scheduler.address]
     monkeypatch.setattr(sys, "argv", argv)
     if name == "train_mnist.py":  # no network here: the example must fall back, and say so
