@@ -127,9 +127,11 @@ class Layer:
         -------
         output_shape : tuple of int
         """
-        self.input_shape = tuple(int(v) for v in input_shape)
-        self._build(self.input_shape, np.random.default_rng() if rng is None else rng, np.dtype(dtype))
-        return self.output_shape(self.input_shape)
+        shape = tuple(int(v) for v in input_shape)
+        out = self.output_shape(shape)  # a clear error for a shape the layer cannot take, before building
+        self.input_shape = shape
+        self._build(shape, np.random.default_rng() if rng is None else rng, np.dtype(dtype))
+        return out
 
     def _build(self, input_shape, rng, dtype):
         pass
@@ -154,6 +156,17 @@ class Layer:
 
     def output_shape(self, input_shape):
         """Shape of one output sample given one input sample's shape."""
+        return tuple(input_shape)
+
+    def _image_shape(self, input_shape):
+        """``(H, W, C)`` of one input image, or a clear error when the layer
+        before gives flat features instead of images."""
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{self!r} takes images (H, W, C), channels-last, but gets flat features of shape "
+                f"{tuple(input_shape)}: a Flatten, Dense or GlobalAvgPool2D layer comes before it. "
+                "Put the layers that take images before those."
+            )
         return tuple(input_shape)
 
     def get_config(self):
@@ -326,7 +339,7 @@ class Conv2D(Layer):
             self.params["b"] = np.zeros(f, dtype=dtype)
 
     def output_shape(self, input_shape):
-        h, w, _ = input_shape
+        h, w, _ = self._image_shape(input_shape)
         k, s, p = self.kernel_size, self.stride, self.pad
         return (conv_output_size(h, k, s, p), conv_output_size(w, k, s, p), self.filters)
 
@@ -381,7 +394,7 @@ class _Pool2D(Layer):
         return self.pool_size if self.stride is None else self.stride
 
     def output_shape(self, input_shape):
-        h, w, c = input_shape
+        h, w, c = self._image_shape(input_shape)
         k, s = self.pool_size, self.step
         return (_pool_output_size(h, k, s), _pool_output_size(w, k, s), c)
 
@@ -501,7 +514,7 @@ class GlobalAvgPool2D(Layer):
     """
 
     def output_shape(self, input_shape):
-        return (input_shape[-1],)
+        return (self._image_shape(input_shape)[-1],)
 
     def forward(self, x, training=False):
         if training:

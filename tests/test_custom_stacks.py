@@ -13,6 +13,7 @@ from skcnn.layers import (
     BatchNorm,
     Conv2D,
     Dense,
+    Flatten,
     GlobalAvgPool2D,
     MaxPool2D,
     ReLU,
@@ -186,3 +187,23 @@ def test_summary_of_a_stack_with_a_users_layer_marks_its_flops_unknown(digits):
     from skcnn.layers import LAYERS
 
     del LAYERS["Doubling"]  # keep the registry as other tests expect it
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        [GlobalAvgPool2D(), Conv2D(8, 3)],
+        [Dense(16), Conv2D(8, 3)],
+        [Flatten(), MaxPool2D(2)],
+        [Conv2D(4, 3), GlobalAvgPool2D(), GlobalAvgPool2D()],
+    ],
+)
+def test_a_layer_that_takes_images_after_flat_features_is_refused_clearly(stack):
+    X, y = load_digits(return_X_y=True)
+    fitted = CNNClassifier(max_iter=1, random_state=0).fit(X[:60], y[:60])
+    before = fitted.predict_proba(X[:10])
+    with pytest.raises(ValueError, match=r"takes images \(H, W, C\).*flat features of shape") as info:
+        fitted.set_params(layers=stack).fit(X[:60], y[:60])
+    assert "Put the layers that take images before those" in str(info.value)
+    assert all(not layer.built for layer in stack)  # the user's layers stay unbuilt
+    np.testing.assert_array_equal(fitted.predict_proba(X[:10]), before)  # the fitted model is kept
