@@ -9,14 +9,20 @@ import numpy as np
 __all__ = ["plot_predictions", "plot_learning_curve", "plot_confusion_matrix", "plot_filters", "plot_saliency"]
 
 
-def _images(X, input_shape):
-    """(n, H, W) grayscale view of X for display (first channel)."""
-    X = np.asarray(X)
-    if X.ndim == 2:
-        X = X.reshape(len(X), *input_shape)
-    if X.ndim == 4:
-        X = X[:, 0]
-    return X
+def _images(estimator, X):
+    """X as ``estimator`` reads it, ready for ``imshow``.
+
+    The estimator's own validation decides the layout (flat rows, channels
+    first or last), so a picture shows what the model was given. Returns
+    ``(n, H, W)`` for one channel (drawn in gray), ``(n, H, W, 3)`` scaled to
+    [0, 1] for colour (the first three channels), else the first channel.
+    """
+    images = estimator._validate_input(X, reset=False)  # (n, C, H, W)
+    if images.shape[1] < 3:
+        return images[:, 0]
+    rgb = np.asarray(images[:, :3].transpose(0, 2, 3, 1), dtype=np.float64)
+    low, high = rgb.min(), rgb.max()
+    return (rgb - low) / (high - low) if high > low else np.zeros_like(rgb)
 
 
 def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None, class_names=None):
@@ -46,7 +52,7 @@ def plot_predictions(estimator, X, y=None, n=10, ncols=5, fig=None, class_names=
     X = X[:n]
     proba = estimator.predict_proba(X)
     pred = estimator.classes_[proba.argmax(axis=1)]
-    images = _images(X, estimator.input_shape_)
+    images = _images(estimator, X)
     nrows = int(np.ceil(n / ncols))
     if fig is None:
         fig = plt.figure(figsize=(1.8 * ncols, 2.0 * nrows))
@@ -169,7 +175,7 @@ def plot_filters(estimator, fig=None):
 def plot_saliency(estimator, X, target=None, n=6, ncols=3, fig=None):
     """Images beside their saliency maps (Simonyan et al., 2014).
 
-    Each image (first channel, as in :func:`plot_predictions`) is titled with
+    Each image (in colour for RGB, as in :func:`plot_predictions`) is titled with
     the class whose score is differentiated; beside it, the largest absolute
     gradient over the channels at each pixel, scaled to the image's own
     maximum (brighter: a pixel that moves the score more).
@@ -199,7 +205,7 @@ def plot_saliency(estimator, X, target=None, n=6, ncols=3, fig=None):
         target = estimator.predict(X)
     target = np.broadcast_to(np.asarray(target), (n,))
     maps = np.abs(saliency(estimator, X, target)).max(axis=1)  # (n, H, W)
-    images = _images(X, estimator.input_shape_)
+    images = _images(estimator, X)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
     if fig is None:

@@ -87,3 +87,17 @@ def test_plot_saliency_draws_each_image_beside_its_map(model_and_data, tmp_path)
     fig = plot_saliency(clf, X, target=7, n=2)
     assert [ax.get_title() for ax in fig.axes[0::2]] == ["class 7", "class 7"]
     saved_png(fig, tmp_path / "saliency.png")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pictures_show_channels_last_images_as_the_model_reads_them(channels, rng):
+    X = rng.random((20, 6, 5, channels))  # channels-last, H != W: a misread layout changes the shape
+    y = np.arange(20) % 2
+    clf = CNNClassifier(max_iter=1, data_format="channels_last", random_state=0).fit(X, y)
+    for fig in (plot_predictions(clf, X, y, n=2), plot_saliency(clf, X, n=2)):
+        shown = np.asarray(fig.axes[0].images[0].get_array())
+        if channels == 1:
+            np.testing.assert_allclose(shown, X[0, :, :, 0])
+        else:  # colour, scaled to [0, 1] over the images shown
+            first = X[:2]
+            np.testing.assert_allclose(shown, (X[0] - first.min()) / (first.max() - first.min()))
