@@ -207,3 +207,13 @@ def test_a_layer_that_takes_images_after_flat_features_is_refused_clearly(stack)
     assert "Put the layers that take images before those" in str(info.value)
     assert all(not layer.built for layer in stack)  # the user's layers stay unbuilt
     np.testing.assert_array_equal(fitted.predict_proba(X[:10]), before)  # the fitted model is kept
+
+
+def test_a_layer_class_that_skips_the_base_init_is_told_so():
+    class ForgetsSuperInit(ReLU):
+        def __init__(self, slope=0.0):
+            self.slope = slope  # no super().__init__()
+
+    X, y = load_digits(return_X_y=True)
+    with pytest.raises(TypeError, match=r"ForgetsSuperInit.__init__ must call super\(\).__init__\(\)"):
+        CNNClassifier(layers=[ForgetsSuperInit()], max_iter=1).fit(X[:30], y[:30])
