@@ -326,9 +326,11 @@ def cmd_train(args, say, warn):
         used = f"all {used} (--n-train asked for {args.n_train:,})"
     h, w = X_train.shape[2:]
     network = f"{args.architecture} network ({_describe_network(args.architecture)})"
+    batches = (f"batches of {args.batch_size}" if args.batch_size <= len(X_train)
+               else f"each step on all {len(X_train):,} images (fewer than --batch-size {args.batch_size})")  # fmt: skip
     say(f"Training the {network} on {data.title}: {used} ({h}x{w}), "
         f"{_count(len(data.X_test), 'test image')}; {_count(epochs, 'epoch')} of {args.solver} "
-        f"at {args.lr:g}, batches of {args.batch_size}. The model will go to {args.out}"
+        f"at {args.lr:g}, {batches}. The model will go to {args.out}"
         + (f", test predictions to {args.picture}." if args.picture else "."))  # fmt: skip
     clf = CNNClassifier(
         architecture=args.architecture,

@@ -113,6 +113,7 @@ def test_skcnn_train_on_idx_files_says_what_it_does_and_where_files_went(offline
     lines = out.splitlines()
     assert lines[0].startswith("Training the origin network (conv 16-32, dense 100) on the IDX files in ")
     assert "30 training images (28x28), 10 test images; 2 epochs of adam" in lines[0]
+    assert "each step on all 30 images (fewer than --batch-size 100)" in lines[0]  # not "batches of 100"
     assert lines[0].endswith(f"The model will go to {out_file}, test predictions to {picture}.")
     assert [line.split(":")[0] for line in lines[1:3]] == ["Epoch 1", "Epoch 2"]  # one line each
     assert "after 2 epochs" in lines[3]
