@@ -101,3 +101,15 @@ def offline(monkeypatch):
 
     monkeypatch.setattr("sklearn.datasets._openml.urlopen", no_network)
     monkeypatch.setattr("sklearn.datasets._openml.time", types.SimpleNamespace(sleep=lambda seconds: None))
+
+
+@pytest.fixture(scope="session")
+def digits_split():
+    """scikit-learn's 8x8 digits as float32 rows, split 75/25, stratified,
+    ``random_state=0``: ``(X_train, X_test, y_train, y_test)``. Shared; do
+    not modify the arrays."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_digits(return_X_y=True)
+    return train_test_split(X.astype(np.float32), y, test_size=0.25, random_state=0, stratify=y)

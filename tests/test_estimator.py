@@ -7,9 +7,9 @@ import joblib
 import numpy as np
 import pytest
 from sklearn.base import clone, is_classifier
-from sklearn.datasets import load_digits, make_blobs
+from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split
+from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -23,14 +23,8 @@ def test_sklearn_conformance(estimator, check):
 
 
 @pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return train_test_split(X.astype(np.float32), y, test_size=0.25, random_state=0, stratify=y)
-
-
-@pytest.fixture(scope="module")
-def fitted(digits):
-    X_train, _, y_train, _ = digits
+def fitted(digits_split):
+    X_train, _, y_train, _ = digits_split
     return CNNClassifier(max_iter=5, random_state=0).fit(X_train, y_train)
 
 
@@ -39,16 +33,16 @@ def test_is_a_classifier_with_the_right_mixin_order():
     assert CNNClassifier.__mro__[1].__name__ == "ClassifierMixin"
 
 
-def test_default_estimator_is_accurate_on_digits(digits):
-    X_train, X_test, y_train, y_test = digits
+def test_default_estimator_is_accurate_on_digits(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
     clf = CNNClassifier(random_state=0).fit(X_train, y_train)
     assert clf.score(X_test, y_test) >= 0.97
     assert clf.input_shape_ == (1, 8, 8)
     assert clf.n_iter_ <= 30 and len(clf.loss_curve_) == clf.n_iter_
 
 
-def test_grid_search_over_the_learning_rate_picks_a_sensible_one(digits):
-    X_train, _, y_train, _ = digits
+def test_grid_search_over_the_learning_rate_picks_a_sensible_one(digits_split):
+    X_train, _, y_train, _ = digits_split
     search = GridSearchCV(
         CNNClassifier(max_iter=8, random_state=0),
         {"learning_rate_init": [1e-5, 1e-3, 3.0]},
@@ -61,8 +55,8 @@ def test_grid_search_over_the_learning_rate_picks_a_sensible_one(digits):
     assert scores[1] > 0.9 and scores[1] > scores[0] + 0.1 and scores[1] > scores[2] + 0.1
 
 
-def test_pipeline_cross_val_score_and_clone(digits):
-    X_train, _, y_train, _ = digits
+def test_pipeline_cross_val_score_and_clone(digits_split):
+    X_train, _, y_train, _ = digits_split
     pipe = make_pipeline(MinMaxScaler(), CNNClassifier(max_iter=10, random_state=0))
     scores = cross_val_score(pipe, X_train, y_train, cv=3)
     assert scores.shape == (3,) and scores.min() > 0.8
@@ -71,8 +65,8 @@ def test_pipeline_cross_val_score_and_clone(digits):
     assert not hasattr(copy[-1], "network_")
 
 
-def test_joblib_round_trip_in_this_and_a_fresh_process(fitted, digits, tmp_path):
-    _, X_test, _, _ = digits
+def test_joblib_round_trip_in_this_and_a_fresh_process(fitted, digits_split, tmp_path):
+    _, X_test, _, _ = digits_split
     path = tmp_path / "model.joblib"
     joblib.dump(fitted, path)
     np.testing.assert_array_equal(joblib.load(path).predict_proba(X_test), fitted.predict_proba(X_test))
@@ -86,8 +80,8 @@ def test_joblib_round_trip_in_this_and_a_fresh_process(fitted, digits, tmp_path)
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), fitted.predict_proba(X_test))
 
 
-def test_same_random_state_gives_bit_identical_fits(digits):
-    X_train, X_test, y_train, _ = digits
+def test_same_random_state_gives_bit_identical_fits(digits_split):
+    X_train, X_test, y_train, _ = digits_split
     a = CNNClassifier(max_iter=2, random_state=3).fit(X_train, y_train)
     b = CNNClassifier(max_iter=2, random_state=3).fit(X_train, y_train)
     assert a.loss_curve_ == b.loss_curve_
@@ -96,8 +90,8 @@ def test_same_random_state_gives_bit_identical_fits(digits):
     assert a.loss_curve_ != c.loss_curve_
 
 
-def test_partial_fit_trains_one_epoch_per_call(digits):
-    X_train, X_test, y_train, y_test = digits
+def test_partial_fit_trains_one_epoch_per_call(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
     clf = CNNClassifier(random_state=0)
     with pytest.raises(ValueError, match="classes must be passed"):
         clf.partial_fit(X_train, y_train)
@@ -115,8 +109,8 @@ def test_partial_fit_trains_one_epoch_per_call(digits):
         clf.partial_fit(X_train[:10], y_train[:10], classes=np.arange(11))
 
 
-def test_partial_fit_accepts_a_chunk_with_only_some_classes(digits):
-    X_train, _, y_train, _ = digits
+def test_partial_fit_accepts_a_chunk_with_only_some_classes(digits_split):
+    X_train, _, y_train, _ = digits_split
     clf = CNNClassifier(random_state=0)
     only_zeros = y_train == 0
     clf.partial_fit(X_train[only_zeros], y_train[only_zeros], classes=np.arange(10))
@@ -124,8 +118,8 @@ def test_partial_fit_accepts_a_chunk_with_only_some_classes(digits):
     assert clf.predict_proba(X_train[:3]).shape == (3, 10)
 
 
-def test_warm_start_continues_training(digits):
-    X_train, _, y_train, _ = digits
+def test_warm_start_continues_training(digits_split):
+    X_train, _, y_train, _ = digits_split
     clf = CNNClassifier(max_iter=2, warm_start=True, random_state=0).fit(X_train, y_train)
     first = clf.network_.params()[1].copy()
     clf.fit(X_train, y_train)
@@ -137,10 +131,10 @@ def test_warm_start_continues_training(digits):
     assert cold.n_iter_ == 2  # without warm_start, fit starts over
 
 
-def test_warm_start_after_a_pickle_round_trip_continues_exactly(digits):
+def test_warm_start_after_a_pickle_round_trip_continues_exactly(digits_split):
     # unpickled weights are separate arrays again: fit packs them anew and
     # the optimizer state (saved in the packed layout) still fits them
-    X_train, _, y_train, _ = digits
+    X_train, _, y_train, _ = digits_split
     clf = CNNClassifier(max_iter=1, warm_start=True, random_state=0).fit(X_train, y_train)
     copy = pickle.loads(pickle.dumps(clf))
     clf.fit(X_train, y_train)
@@ -149,8 +143,8 @@ def test_warm_start_after_a_pickle_round_trip_continues_exactly(digits):
         np.testing.assert_array_equal(a, b)
 
 
-def test_images_in_3d_and_4d_and_flat_agree(digits):
-    X_train, X_test, y_train, _ = digits
+def test_images_in_3d_and_4d_and_flat_agree(digits_split):
+    X_train, X_test, y_train, _ = digits_split
     flat = CNNClassifier(max_iter=2, random_state=0).fit(X_train, y_train)
     three = CNNClassifier(max_iter=2, random_state=0).fit(X_train.reshape(-1, 8, 8), y_train)
     four = CNNClassifier(max_iter=2, random_state=0).fit(X_train.reshape(-1, 1, 8, 8), y_train)
@@ -203,16 +197,16 @@ def test_dtype_follows_the_input():
     assert cint.network_.dtype == np.float32  # integers: float32, exact for pixel values
 
 
-def test_probabilities_sum_to_one_and_log_proba_matches(fitted, digits):
-    _, X_test, _, _ = digits
+def test_probabilities_sum_to_one_and_log_proba_matches(fitted, digits_split):
+    _, X_test, _, _ = digits_split
     p = fitted.predict_proba(X_test)
     np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
     np.testing.assert_allclose(np.exp(fitted.predict_log_proba(X_test)), p, rtol=1e-4, atol=1e-7)
     np.testing.assert_array_equal(fitted.predict(X_test), fitted.classes_[p.argmax(axis=1)])
 
 
-def test_sample_weight_zero_equals_dropping_samples(digits):
-    X_train, X_test, y_train, _ = digits
+def test_sample_weight_zero_equals_dropping_samples(digits_split):
+    X_train, X_test, y_train, _ = digits_split
     X, y = X_train[:90], y_train[:90]  # one full batch
     w = np.ones(90)
     w[::3] = 0
@@ -221,8 +215,8 @@ def test_sample_weight_zero_equals_dropping_samples(digits):
     np.testing.assert_allclose(a.predict_proba(X_test), b.predict_proba(X_test), rtol=1e-4, atol=1e-6)
 
 
-def test_early_stopping_keeps_the_best_epoch(digits):
-    X_train, _, y_train, _ = digits
+def test_early_stopping_keeps_the_best_epoch(digits_split):
+    X_train, _, y_train, _ = digits_split
     clf = CNNClassifier(
         early_stopping=True, n_iter_no_change=2, max_iter=40, random_state=0
     ).fit(X_train, y_train)
@@ -232,8 +226,8 @@ def test_early_stopping_keeps_the_best_epoch(digits):
     assert clf.n_iter_ < 40  # stopped on the rule
 
 
-def test_verbose_prints_a_line_per_epoch_and_a_progress_bar(digits, capsys):
-    X_train, _, y_train, _ = digits
+def test_verbose_prints_a_line_per_epoch_and_a_progress_bar(digits_split, capsys):
+    X_train, _, y_train, _ = digits_split
     CNNClassifier(max_iter=2, verbose=2, early_stopping=True, random_state=0).fit(X_train, y_train)
     out, err = capsys.readouterr()
     lines = [line for line in out.splitlines() if line.startswith("Epoch")]
@@ -242,8 +236,8 @@ def test_verbose_prints_a_line_per_epoch_and_a_progress_bar(digits, capsys):
     assert "%" not in err  # no progress bar: stderr is not a terminal here (test_cli.py has one)
 
 
-def test_learning_rate_schedules_and_solvers_all_learn(digits):
-    X_train, X_test, y_train, y_test = digits
+def test_learning_rate_schedules_and_solvers_all_learn(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
     for kw in (
         dict(learning_rate="cosine"),
         dict(learning_rate="adaptive", n_iter_no_change=1, tol=0.5),
@@ -272,12 +266,12 @@ def test_fitted_model_carries_no_training_buffers(fitted):
         assert layer._cache is None and not layer.grads
 
 
-def test_results_do_not_depend_on_the_number_of_threads(digits):
+def test_results_do_not_depend_on_the_number_of_threads(digits_split):
     from threadpoolctl import threadpool_limits
 
     from skcnn.parallel import n_threads
 
-    X_train, X_test, y_train, _ = digits
+    X_train, X_test, y_train, _ = digits_split
     params = dict(architecture="deep", conv_filters=((4, 4), 8), max_iter=2, random_state=0)
     two = CNNClassifier(**params).fit(X_train, y_train)  # dropout and batch norm included
     with threadpool_limits(1, "blas"):
@@ -316,8 +310,8 @@ def colour_images():
     return np.clip(X, 0, 1), y
 
 
-def test_channels_last_gives_the_same_model_as_channels_first(digits, colour_images):
-    X_train, X_test, y_train, _ = digits
+def test_channels_last_gives_the_same_model_as_channels_first(digits_split, colour_images):
+    X_train, X_test, y_train, _ = digits_split
     for X, X_new, y in [
         (X_train.reshape(-1, 1, 8, 8), X_test.reshape(-1, 1, 8, 8), y_train),
         (colour_images[0][:90], colour_images[0][90:], colour_images[1][:90]),
@@ -370,8 +364,8 @@ def test_ambiguous_shapes_are_refused_or_decided_by_the_parameters():
         CNNClassifier(data_format="NHWC").fit(np.zeros((2, 4)), [0, 1])
 
 
-def test_predicting_in_the_other_layout_says_how_to_fix_it(digits, tmp_path):
-    X_train, X_test, y_train, _ = digits
+def test_predicting_in_the_other_layout_says_how_to_fix_it(digits_split, tmp_path):
+    X_train, X_test, y_train, _ = digits_split
     first = CNNClassifier(max_iter=1, random_state=0).fit(X_train.reshape(-1, 1, 8, 8), y_train)
     last = CNNClassifier(max_iter=1, random_state=0).fit(X_train.reshape(-1, 8, 8, 1), y_train)
     images = X_test.reshape(-1, 1, 8, 8)

@@ -10,10 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import recall_score
-from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.class_weight import compute_sample_weight
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -24,14 +22,8 @@ from skcnn.parallel import MIN_MICRO_BATCH, micro_batches, n_threads, single_thr
 from skcnn.trainer import DIVERGENCE_FACTOR, DivergenceWarning
 
 @pytest.fixture(scope="module")
-def digits():
-    X, y = load_digits(return_X_y=True)
-    return train_test_split(X.astype(np.float32), y, test_size=0.25, random_state=0, stratify=y)
-
-
-@pytest.fixture(scope="module")
-def fitted(digits):
-    X_train, _, y_train, _ = digits
+def fitted(digits_split):
+    X_train, _, y_train, _ = digits_split
     return CNNClassifier(max_iter=2, random_state=0).fit(X_train[:400], y_train[:400])
 
 
@@ -71,9 +63,9 @@ def decay_of_one_sgd_step(estimator, X, y, sample_weight, alpha):
 
 
 @pytest.mark.parametrize("weighted", [False, True])
-def test_alpha_decays_lr_alpha_w_over_the_batch_weight_like_mlp(digits, weighted):
+def test_alpha_decays_lr_alpha_w_over_the_batch_weight_like_mlp(digits_split, weighted):
     # skcnn added alpha * W (200x MLP's on a batch of 200 digits)
-    X_train, _, y_train, _ = digits
+    X_train, _, y_train, _ = digits_split
     X, y = X_train[:200].astype(np.float64), y_train[:200]
     sw = np.linspace(0.5, 2.0, 200) if weighted else None
     n = 200 if sw is None else sw.sum()
@@ -89,16 +81,16 @@ def test_alpha_decays_lr_alpha_w_over_the_batch_weight_like_mlp(digits, weighted
             np.testing.assert_allclose(d, lr * alpha * w / n, rtol=1e-6, atol=1e-12)
 
 
-def test_alpha_one_still_learns_digits(digits):
+def test_alpha_one_still_learns_digits(digits_split):
     # scored 0.556 (MLPClassifier(alpha=1.0): 0.97)
-    X_train, X_test, y_train, y_test = digits
+    X_train, X_test, y_train, y_test = digits_split
     clf = CNNClassifier(alpha=1.0, random_state=0).fit(X_train, y_train)
     assert clf.score(X_test, y_test) >= 0.9
 
 
-def test_loss_curve_includes_the_l2_penalty(digits):
+def test_loss_curve_includes_the_l2_penalty(digits_split):
     # as MLP's loss_curve_: mean loss + 0.5 * alpha * ||W||^2 / n per batch
-    X_train, _, y_train, _ = digits
+    X_train, _, y_train, _ = digits_split
     X, y = X_train[:150].astype(np.float64), y_train[:150]
     base = CNNClassifier(batch_size=150, max_iter=1, warm_start=True, random_state=0).fit(X, y)
     w0 = weights(base)
@@ -113,8 +105,8 @@ def test_loss_curve_includes_the_l2_penalty(digits):
 
 
 @pytest.mark.parametrize("early_stopping", [False, True])
-def test_max_iter_reached_before_converging_warns_like_mlp(digits, early_stopping):
-    X_train, _, y_train, _ = digits
+def test_max_iter_reached_before_converging_warns_like_mlp(digits_split, early_stopping):
+    X_train, _, y_train, _ = digits_split
     clf = CNNClassifier(max_iter=2, early_stopping=early_stopping, random_state=0)
     caught = recorded(lambda: clf.fit(X_train[:300], y_train[:300]))
     (warning,) = only(caught, ConvergenceWarning)
@@ -122,8 +114,8 @@ def test_max_iter_reached_before_converging_warns_like_mlp(digits, early_stoppin
     assert warning.filename == __file__  # 7: points at the caller of fit
 
 
-def test_no_convergence_warning_when_the_stopping_rule_fires_or_for_partial_fit(digits):
-    X_train, _, y_train, _ = digits
+def test_no_convergence_warning_when_the_stopping_rule_fires_or_for_partial_fit(digits_split):
+    X_train, _, y_train, _ = digits_split
     X, y = X_train[:300], y_train[:300]
     clf = CNNClassifier(max_iter=30, tol=10.0, n_iter_no_change=1, random_state=0)
     caught = recorded(lambda: clf.fit(X, y))
@@ -135,8 +127,8 @@ def test_no_convergence_warning_when_the_stopping_rule_fires_or_for_partial_fit(
 # -- 3. MLP-style values -------------------------------------------------------------
 
 
-def test_verbose_accepts_bools_as_mlp_does(digits, capsys):
-    X_train, _, y_train, _ = digits
+def test_verbose_accepts_bools_as_mlp_does(digits_split, capsys):
+    X_train, _, y_train, _ = digits_split
     CNNClassifier(max_iter=1, verbose=False).fit(X_train[:100], y_train[:100])
     assert capsys.readouterr().out == ""
     CNNClassifier(max_iter=2, verbose=True).fit(X_train[:100], y_train[:100])
@@ -146,8 +138,8 @@ def test_verbose_accepts_bools_as_mlp_does(digits, capsys):
 
 
 @pytest.mark.parametrize("sizes", [50, [50], np.array([50])])
-def test_hidden_layer_sizes_accepts_an_int_and_array_likes_as_mlp_does(digits, sizes):
-    X_train, X_test, y_train, _ = digits
+def test_hidden_layer_sizes_accepts_an_int_and_array_likes_as_mlp_does(digits_split, sizes):
+    X_train, X_test, y_train, _ = digits_split
     clf = CNNClassifier(hidden_layer_sizes=sizes, max_iter=1, random_state=0).fit(X_train[:100], y_train[:100])
     ref = CNNClassifier(hidden_layer_sizes=(50,), max_iter=1, random_state=0).fit(X_train[:100], y_train[:100])
     np.testing.assert_array_equal(clf.predict_proba(X_test), ref.predict_proba(X_test))
@@ -159,9 +151,9 @@ def test_hidden_layer_sizes_accepts_an_int_and_array_likes_as_mlp_does(digits, s
 @pytest.mark.parametrize(
     "params", [dict(learning_rate_init=10.0), dict(solver="sgd", learning_rate_init=1000.0)]
 )
-def test_finite_divergence_is_caught_and_the_last_good_weights_kept(digits, params):
+def test_finite_divergence_is_caught_and_the_last_good_weights_kept(digits_split, params):
     # ended at a loss of ~1e8 (Adam) or ~460 (SGD) and 10% accuracy, silently
-    X_train, X_test, y_train, _ = digits
+    X_train, X_test, y_train, _ = digits_split
     clf = CNNClassifier(max_iter=5, random_state=0, **params)
 
     def fit_and_predict():
@@ -179,9 +171,9 @@ def test_finite_divergence_is_caught_and_the_last_good_weights_kept(digits, para
     assert np.isfinite(clf.predict_proba(X_test)).all()
 
 
-def test_the_divergence_rule_stays_quiet_on_healthy_training(digits):
+def test_the_divergence_rule_stays_quiet_on_healthy_training(digits_split):
     # the first epoch of a healthy run, aggressive but sound rates, early stopping
-    X_train, _, y_train, _ = digits
+    X_train, _, y_train, _ = digits_split
     X, y = X_train[:600], y_train[:600]
     runs = [
         dict(),
@@ -211,9 +203,9 @@ def test_micro_batches_depend_on_the_batch_size_only_and_are_never_tiny():
         np.testing.assert_array_equal(micro_batches(100), [0, 50, 100])
 
 
-def test_batch_norm_learns_with_batches_of_two(digits):
+def test_batch_norm_learns_with_batches_of_two(digits_split):
     # was split into two one-sample halves: loss stayed at ln 10, running var 6.6e-42
-    X_train, X_test, y_train, y_test = digits
+    X_train, X_test, y_train, y_test = digits_split
     clf = CNNClassifier(batch_norm=True, batch_size=2, max_iter=3, random_state=0).fit(X_train[:600], y_train[:600])
     assert clf.loss_curve_[-1] < 0.75 * math.log(10)
     assert clf.score(X_test, y_test) > 0.5  # without batch norm: ~0.88; chance: 0.1
@@ -222,8 +214,8 @@ def test_batch_norm_learns_with_batches_of_two(digits):
             assert layer.buffers["running_var"].min() > 1e-2
 
 
-def test_batch_norm_refuses_batches_of_one_before_training(digits):
-    X_train, _, y_train, _ = digits
+def test_batch_norm_refuses_batches_of_one_before_training(digits_split):
+    X_train, _, y_train, _ = digits_split
     clf = CNNClassifier(batch_norm=True, batch_size=1, max_iter=1)
     with pytest.raises(ValueError, match="batch_size >= 2 or batch_norm=False"):
         clf.fit(X_train[:20], y_train[:20])
@@ -231,10 +223,10 @@ def test_batch_norm_refuses_batches_of_one_before_training(digits):
     CNNClassifier(batch_size=1, max_iter=1).fit(X_train[:20], y_train[:20])  # fine without
 
 
-def test_a_last_batch_of_one_sample_barely_moves_the_running_statistics(digits):
+def test_a_last_batch_of_one_sample_barely_moves_the_running_statistics(digits_split):
     # 129 samples in batches of 64: the last batch, one sample, has variance 0;
     # it used to pull running_var 10% of the way to 0, as much as a full batch
-    X_train, _, y_train, _ = digits
+    X_train, _, y_train, _ = digits_split
     params = dict(hidden_layer_sizes=(10,), batch_norm=True, batch_size=64, shuffle=False, max_iter=1, random_state=0)
     full = CNNClassifier(**params).fit(X_train[:128], y_train[:128])
     plus_one = CNNClassifier(**params).fit(X_train[:129], y_train[:129])
@@ -289,9 +281,9 @@ def test_overlapping_calls_restore_the_blas_limits_in_any_order(two_blas_threads
     assert blas_limits() == two_blas_threads
 
 
-def test_concurrent_predict_and_fit_leave_the_blas_limits_as_they_were(fitted, digits, two_blas_threads):
+def test_concurrent_predict_and_fit_leave_the_blas_limits_as_they_were(fitted, digits_split, two_blas_threads):
     # predict_proba in two threads at once left BLAS at one thread in 9 trials of 10
-    X_train, X_test, y_train, _ = digits
+    X_train, X_test, y_train, _ = digits_split
     X_big = np.repeat(X_test, 8, axis=0)
 
     def after_the_other_entered(call):
@@ -323,8 +315,8 @@ def test_a_call_beside_another_still_uses_the_processes_threads(two_blas_threads
 # -- 7. warnings point at the caller ------------------------------------------------------
 
 
-def test_batch_size_larger_than_the_data_warns_at_the_caller(digits):
-    X_train, _, y_train, _ = digits
+def test_batch_size_larger_than_the_data_warns_at_the_caller(digits_split):
+    X_train, _, y_train, _ = digits_split
     caught = recorded(lambda: CNNClassifier(batch_size=500, max_iter=1).fit(X_train[:50], y_train[:50]))
     (warning,) = [w for w in caught if "batch_size=500" in str(w.message)]
     assert warning.filename == __file__
@@ -333,8 +325,8 @@ def test_batch_size_larger_than_the_data_warns_at_the_caller(digits):
 # -- class_weight --------------------------------------------------------------------------
 
 
-def test_class_weight_dict_equals_the_matching_sample_weights(digits):
-    X_train, X_test, y_train, _ = digits
+def test_class_weight_dict_equals_the_matching_sample_weights(digits_split):
+    X_train, X_test, y_train, _ = digits_split
     X, y = X_train[:200], y_train[:200]
     class_weight = {c: 1.0 + c / 3 for c in range(10)}
     sw = np.linspace(0.5, 1.5, 200)
@@ -344,8 +336,8 @@ def test_class_weight_dict_equals_the_matching_sample_weights(digits):
     np.testing.assert_array_equal(by_class.class_weight_, [class_weight[c] for c in range(10)])
 
 
-def test_balanced_equals_compute_sample_weight_and_raises_a_rare_class_recall(digits):
-    X_train, X_test, y_train, y_test = digits
+def test_balanced_equals_compute_sample_weight_and_raises_a_rare_class_recall(digits_split):
+    X_train, X_test, y_train, y_test = digits_split
     keep = np.r_[np.flatnonzero(y_train != 8)[:500], np.flatnonzero(y_train == 8)[:6]]  # 6 eights
     X, y = X_train[keep], y_train[keep]
     plain = CNNClassifier(max_iter=10, random_state=0).fit(X, y)
@@ -357,8 +349,8 @@ def test_balanced_equals_compute_sample_weight_and_raises_a_rare_class_recall(di
     np.testing.assert_array_equal(balanced.predict_proba(X_test[:50]), by_sample.predict_proba(X_test[:50]))
 
 
-def test_class_weight_with_early_stopping_weighs_training_and_validation(digits):
-    X_train, X_test, y_train, _ = digits
+def test_class_weight_with_early_stopping_weighs_training_and_validation(digits_split):
+    X_train, X_test, y_train, _ = digits_split
     X, y = X_train[:300], y_train[:300]
     class_weight = {0: 5.0, 1: 0.2}
     params = dict(early_stopping=True, max_iter=3, random_state=0)
@@ -368,8 +360,8 @@ def test_class_weight_with_early_stopping_weighs_training_and_validation(digits)
     np.testing.assert_array_equal(a.predict_proba(X_test), b.predict_proba(X_test))
 
 
-def test_class_weight_in_partial_fit_comes_from_the_first_call(digits):
-    X_train, _, y_train, _ = digits
+def test_class_weight_in_partial_fit_comes_from_the_first_call(digits_split):
+    X_train, _, y_train, _ = digits_split
     classes = np.arange(10)
     first, second = slice(0, 300), slice(300, 400)
     clf = CNNClassifier(class_weight="balanced", random_state=0)
@@ -390,7 +382,7 @@ def test_class_weight_in_partial_fit_comes_from_the_first_call(digits):
         CNNClassifier(class_weight="balanced").partial_fit(X_train[only_zeros], y_train[only_zeros], classes=classes)
 
 
-def test_partial_fit_refuses_early_stopping_as_mlp_does(digits):
-    X_train, _, y_train, _ = digits
+def test_partial_fit_refuses_early_stopping_as_mlp_does(digits_split):
+    X_train, _, y_train, _ = digits_split
     with pytest.raises(ValueError, match="early_stopping"):
         CNNClassifier(early_stopping=True).partial_fit(X_train[:50], y_train[:50], classes=np.arange(10))
