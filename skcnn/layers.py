@@ -536,9 +536,9 @@ class ReLU(Layer):
     """max(x, 0), elementwise (Nair & Hinton 2010)."""
 
     def forward(self, x, training=False):
-        # numpy vectorises maximum for two arrays, not for an array and a
-        # scalar: against an array of zeros it is about 2.4x faster.
-        out = np.maximum(x, np.zeros_like(x))
+        # against a scalar of x's dtype: numpy 2 runs it 2x faster than
+        # against an array of zeros (numpy 1 was the other way round)
+        out = np.maximum(x, x.dtype.type(0))
         if training:
             self._cache = out > 0
         return out
