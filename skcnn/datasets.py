@@ -206,7 +206,8 @@ def load_idx_dataset(folder, shape="flat"):
     the same as :func:`load_mnist`: float32 images in [0, 1], whatever the
     files' element type. The range comes from the type, not the values
     (:func:`skcnn.images.to_unit_range`): unsigned bytes are divided by 255,
-    int8/int16/int32 by 127/32767/2**31-1 (negative values become 0), and
+    int8/int16/int32 by 127/32767/2**31-1 (negative values become 0, with a
+    warning), and
     float files are taken as [0, 1] already (values outside are clipped,
     with a warning when far outside).
     """

@@ -89,7 +89,8 @@ def to_unit_range(pixels):
     """Pixel values as float32 in [0, 1], the range decided by the dtype.
 
     Integers are divided by the largest value of their type (bit depth):
-    uint8 by 255, uint16 by 65535, int16 by 32767; negative values become 0.
+    uint8 by 255, uint16 by 65535, int16 by 32767; negative values become 0,
+    with a warning (0-255 stored as int8 wraps around to negative values).
     Floats (and booleans) already are in [0, 1]; values outside (a bicubic
     resize overshoots to 1.2) are clipped. The values themselves never decide
     the range, so one bright pixel cannot rescale a whole image.
@@ -112,6 +113,7 @@ def to_unit_range(pixels):
     UserWarning
         Floats far outside [0, 1] (above 2 or below -1), such as 0-255
         values held as floats: they are clipped, which is rarely meant.
+        Negative values of a signed integer type: they become 0.
 
     Examples
     --------
@@ -125,7 +127,16 @@ def to_unit_range(pixels):
         return a.astype(np.float32)
     if a.dtype.kind in "ui":
         out = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
-        return np.maximum(out, 0, out=out) if a.dtype.kind == "i" else out
+        if a.dtype.kind == "i" and a.size and a.min() < 0:
+            warnings.warn(
+                f"{a.dtype} pixel values down to {a.min()}: negative values are read as 0 "
+                f"(black). Values 0-{2 * np.iinfo(a.dtype).max + 1} stored in a signed type wrap "
+                f"around to negative ones; read those as unsigned (a.view(np.uint{a.dtype.itemsize * 8}))",
+                UserWarning,
+                stacklevel=2,
+            )
+            np.maximum(out, 0, out=out)
+        return out
     if a.dtype.kind != "f":
         raise ValueError(f"pixel values must be numbers; got dtype {a.dtype}")
     out = a.astype(np.float32)

@@ -8,7 +8,7 @@ import pytest
 
 from skcnn import datasets
 from skcnn.datasets import DatasetUnavailableError, load_idx, load_idx_dataset, load_mnist
-from skcnn.images import FRAMINGS
+from skcnn.images import FRAMINGS, to_unit_range
 
 
 def write_idx(path, array, compress=False):
@@ -193,6 +193,19 @@ def test_idx_images_of_every_integer_type_come_out_in_0_1(tmp_path, dtype, top):
     assert X_train.dtype == np.float32 and X_train.min() == 0 and X_train.max() <= 1
     np.testing.assert_allclose(X_train, raw.reshape(4, -1) / top, rtol=1e-6)
     assert X_train.max() > 0.9
+
+
+@pytest.mark.parametrize("signed,unsigned", [(np.int8, np.uint8), (np.int16, np.uint16)])
+def test_idx_pixels_wrapped_to_negative_in_a_signed_type_are_not_zeroed_silently(tmp_path, signed, unsigned):
+    # 0-255 written as int8: bright pixels wrap to -128..-1 and were read as black without a word
+    pixels = np.random.default_rng(0).integers(0, np.iinfo(unsigned).max, (4, 6, 6), endpoint=True).astype(unsigned)
+    folder = write_idx_dataset(tmp_path, pixels.view(signed), np.arange(4, dtype=np.uint8))
+    with pytest.warns(UserWarning, match=rf"negative values are read as 0.*a\.view\(np\.{np.dtype(unsigned).name}\)"):
+        X_train, _, _, _ = load_idx_dataset(folder)
+    wrapped = pixels > np.iinfo(signed).max
+    assert wrapped.any() and (X_train.reshape(pixels.shape)[wrapped] == 0).all()  # what the warning says
+    # read as the warning advises, the pixels come back
+    np.testing.assert_allclose(to_unit_range(pixels.view(signed).view(unsigned)), pixels / np.iinfo(unsigned).max, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

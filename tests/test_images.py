@@ -35,7 +35,8 @@ def similarity(a, b):
 def test_the_value_range_is_decided_by_the_dtype_not_the_values():
     np.testing.assert_allclose(to_unit_range(np.array([0, 51, 255], np.uint8)), [0, 0.2, 1])
     np.testing.assert_allclose(to_unit_range(np.array([0, 13107, 65535], np.uint16)), [0, 0.2, 1])
-    np.testing.assert_allclose(to_unit_range(np.array([-7, 0, 32767], np.int16)), [0, 0, 1])
+    with pytest.warns(UserWarning, match=r"int16 pixel values down to -7: negative values are read as 0"):
+        np.testing.assert_allclose(to_unit_range(np.array([-7, 0, 32767], np.int16)), [0, 0, 1])
     # a dark 8-bit picture stays dark: its largest value does not become 1
     np.testing.assert_allclose(to_unit_range(np.array([0, 51], np.uint8)), [0, 0.2])
     # floats are [0, 1]: a pixel at 1.0000001 or a bicubic overshoot to 1.19 is clipped
