@@ -111,10 +111,12 @@ def lowering_split(rng, repeats, size=28, c=32, f=32):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5, help="turns each framework takes")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls a turn (the median counts)")
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
     try:
         import torch
     except ImportError:
