@@ -207,9 +207,13 @@ def load_idx_dataset(folder, shape="flat"):
     files' element type. The range comes from the type, not the values
     (:func:`skcnn.images.to_unit_range`): unsigned bytes are divided by 255,
     int8/int16/int32 by 127/32767/2**31-1 (negative values become 0, with a
-    warning), and
-    float files are taken as [0, 1] already (values outside are clipped,
-    with a warning when far outside).
+    warning), and float files are taken as [0, 1] already (values outside
+    are clipped, with a warning when far outside).
+
+    Files that hold 0-255 in signed bytes (type 0x09; values above 127 wrap
+    around to negative ones) are misread so, and the warning says so; read
+    them as unsigned yourself: ``to_unit_range(load_idx(path).view(np.uint8))``
+    (:func:`load_idx`, :func:`skcnn.images.to_unit_range`).
     """
     folder = Path(folder)
     parts = []
@@ -224,7 +228,7 @@ def load_idx_dataset(folder, shape="flat"):
         x, y = load_idx(images), load_idx(labels).astype(np.int64)
         if len(x) != len(y):
             raise ValueError(f"{images.name} has {len(x)} images but {labels.name} {len(y)} labels")
-        parts.append((_shape_images(_images.to_unit_range(x), shape), y))
+        parts.append((_shape_images(_images.to_unit_range(x, source=images.name), shape), y))
     (X_train, y_train), (X_test, y_test) = parts
     return X_train, X_test, y_train, y_test
 

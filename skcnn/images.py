@@ -85,7 +85,7 @@ def guess_data_format(shape):
     return None
 
 
-def to_unit_range(pixels):
+def to_unit_range(pixels, source=None):
     """Pixel values as float32 in [0, 1], the range decided by the dtype.
 
     Integers are divided by the largest value of their type (bit depth):
@@ -98,6 +98,8 @@ def to_unit_range(pixels):
     Parameters
     ----------
     pixels : array-like of numbers
+    source : str, optional
+        Where the pixels come from (a file name), for the warnings.
 
     Returns
     -------
@@ -128,10 +130,13 @@ def to_unit_range(pixels):
     if a.dtype.kind in "ui":
         out = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
         if a.dtype.kind == "i" and a.size and a.min() < 0:
+            top, unsigned = np.iinfo(a.dtype).max, f"np.uint{a.dtype.itemsize * 8}"
             warnings.warn(
-                f"{a.dtype} pixel values down to {a.min()}: negative values are read as 0 "
-                f"(black). Values 0-{2 * np.iinfo(a.dtype).max + 1} stored in a signed type wrap "
-                f"around to negative ones; read those as unsigned (a.view(np.uint{a.dtype.itemsize * 8}))",
+                f"{'' if source is None else f'{source}: '}{a.dtype} pixel values down to {a.min()}: "
+                f"negative values are read as 0 (black), the others divided by {top}. If these are "
+                f"0-{2 * top + 1} values stored in a signed type (above {top} they wrap around to "
+                f"negative ones), every pixel is misread: reinterpret them as unsigned first, "
+                f"to_unit_range(pixels.view({unsigned}))",
                 UserWarning,
                 stacklevel=2,
             )
