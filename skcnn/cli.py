@@ -276,7 +276,7 @@ def _load_data(name, idx, data_home, say, fallback, images=None):
             if not fallback:
                 raise
             name, entry = OFFLINE_FALLBACK, datasets.DATASETS[OFFLINE_FALLBACK]
-            say(f"{exc}\n==> No network and no cache: training on {entry.title} instead "
+            say(f"{_unavailable(exc)}\n==> No network and no cache: training on {entry.title} instead "
                 "(always available offline).")  # fmt: skip
             data = entry.load(data_home, "images")
         title = short = entry.title
@@ -288,6 +288,19 @@ def _load_data(name, idx, data_home, say, fallback, images=None):
             f"{tuple(entry.image_shape)}: is it the right folder?"
         )
     return _Data(*data, title, short, entry, source, entry.framing if entry is not None else None)
+
+
+def _unavailable(exc):
+    """An error's message; for a data set that could not be downloaded, in
+    the command line's terms (its flags, not the library's arguments)."""
+    if not isinstance(exc, datasets.DatasetUnavailableError) or exc.dataset is None:
+        return str(exc)
+    return (
+        f"Could not download {exc.dataset} from OpenML ({exc.reason}) and it is not cached in "
+        f"{exc.where}. Connect to the internet once (it is cached afterwards), or give "
+        "--data-home DIR (a folder that holds the OpenML cache) or --idx DIR (a folder of the "
+        "original IDX files)."
+    )
 
 
 # -- the commands ---------------------------------------------------------------------
@@ -677,7 +690,7 @@ def main(argv=None):
             warnings.showwarning = show_warning
             return args.func(args, say, warn)
     except (ValueError, OSError) as exc:  # bad files, unreachable data sets
-        print(f"skcnn {args.command}: error: {exc}", file=sys.stderr)
+        print(f"skcnn {args.command}: error: {_unavailable(exc)}", file=sys.stderr)
         return 2
 
 

@@ -49,7 +49,17 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 
 
 class DatasetUnavailableError(OSError):
-    """A data set could not be downloaded and is not cached."""
+    """A data set could not be downloaded and is not cached.
+
+    Besides the message (advice for library users), ``dataset`` is the data
+    set's name, ``reason`` why the download failed and ``where`` the cache
+    that was searched, so that other front ends (the command line) can give
+    advice in their own terms.
+    """
+
+    def __init__(self, message, dataset=None, reason=None, where=None):
+        super().__init__(message)
+        self.dataset, self.reason, self.where = dataset, reason, where
 
 
 def _shape_images(x, shape):
@@ -91,7 +101,10 @@ def _fetch(name, data_home, shape):
             f"Could not download {name} from OpenML ({exc}) and it is not cached in "
             f"{where}. Connect to the internet once (it is cached afterwards), pass "
             "data_home= pointing at a folder that holds the OpenML cache, or load the "
-            "original IDX files with skcnn.datasets.load_idx_dataset(folder)."
+            "original IDX files with skcnn.datasets.load_idx_dataset(folder).",
+            dataset=name,
+            reason=str(exc),
+            where=str(where),
         ) from exc
     X = _to_unit_float32(bunch.data)
     y = np.asarray(bunch.target).astype(np.int64)

@@ -81,6 +81,8 @@ def test_skcnn_train_falls_back_to_digits_and_evaluate_reports(offline, tmp_path
     assert main(["train", "--epochs", "3", "--data-home", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "training on scikit-learn's 8x8 digits instead" in out
+    # the advice speaks of the command's flags, not the library's arguments
+    assert "--data-home DIR" in out and "--idx DIR" in out and "data_home=" not in out and "load_idx_dataset" not in out
     assert "Test accuracy on scikit-learn's 8x8 digits" in out and "after 3 epochs" in out
     assert (tmp_path / "model.npz").stat().st_size > 0
     assert (tmp_path / "predictions.png").read_bytes()[:4] == b"\x89PNG"
@@ -95,6 +97,7 @@ def test_skcnn_train_falls_back_to_digits_and_evaluate_reports(offline, tmp_path
         assert main(argv) == 2
         captured = capsys.readouterr()
         assert "Could not download mnist" in captured.err and "instead" not in captured.out
+        assert "--idx DIR" in captured.err and "data_home=" not in captured.err
 
 
 @pytest.fixture
