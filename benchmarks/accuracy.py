@@ -82,13 +82,11 @@ def epochs_for(minutes, params, X_train, y_train, seed, calibration=3000):
     n = min(calibration, len(y_train))
     probe = CNNClassifier(random_state=seed, **dict(params, max_iter=1, verbose=0, warm_start=True))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # one epoch on purpose
+        warnings.simplefilter("ignore", ConvergenceWarning)  # one epoch a fit, on purpose
         probe.fit(X_train[: min(300, n)], y_train[: min(300, n)])
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = time.perf_counter()
         probe.fit(X_train[:n], y_train[:n])
-    epoch_seconds = (time.perf_counter() - start) * len(y_train) / n
+        epoch_seconds = (time.perf_counter() - start) * len(y_train) / n
     epochs = max(1, math.floor(minutes * 60 / epoch_seconds))
     print(f"one epoch takes about {epoch_seconds / 60:.2f} min here now (load {load()}): "
           f"{epochs} epochs in {minutes:g} min", file=sys.stderr, flush=True)  # fmt: skip

@@ -295,11 +295,9 @@ def _unavailable(exc):
     the command line's terms (its flags, not the library's arguments)."""
     if not isinstance(exc, datasets.DatasetUnavailableError) or exc.dataset is None:
         return str(exc)
-    return (
-        f"Could not download {exc.dataset} from OpenML ({exc.reason}) and it is not cached in "
-        f"{exc.where}. Connect to the internet once (it is cached afterwards), or give "
-        "--data-home DIR (a folder that holds the OpenML cache) or --idx DIR (a folder of the "
-        "original IDX files)."
+    return exc.advice(
+        "or give --data-home DIR (a folder that holds the OpenML cache) or --idx DIR (a folder "
+        "of the original IDX files)."
     )
 
 

@@ -61,6 +61,18 @@ class DatasetUnavailableError(OSError):
         super().__init__(message)
         self.dataset, self.reason, self.where = dataset, reason, where
 
+    def advice(self, what_to_do):
+        """The message with ``what_to_do`` as its closing advice, for a front
+        end that names its own options (e.g. "or give --idx DIR.")."""
+        return _download_failed(self.dataset, self.reason, self.where, what_to_do)
+
+
+def _download_failed(dataset, reason, where, what_to_do):
+    return (
+        f"Could not download {dataset} from OpenML ({reason}) and it is not cached in {where}. "
+        f"Connect to the internet once (it is cached afterwards), {what_to_do}"
+    )
+
 
 def _shape_images(x, shape):
     if shape == "flat":
@@ -97,14 +109,12 @@ def _fetch(name, data_home, shape):
             )
     except (urllib.error.URLError, socket.error, TimeoutError) as exc:
         where = data_home or "scikit-learn's data home (~/scikit_learn_data)"
+        advice = (
+            "pass data_home= pointing at a folder that holds the OpenML cache, or load the "
+            "original IDX files with skcnn.datasets.load_idx_dataset(folder)."
+        )
         raise DatasetUnavailableError(
-            f"Could not download {name} from OpenML ({exc}) and it is not cached in "
-            f"{where}. Connect to the internet once (it is cached afterwards), pass "
-            "data_home= pointing at a folder that holds the OpenML cache, or load the "
-            "original IDX files with skcnn.datasets.load_idx_dataset(folder).",
-            dataset=name,
-            reason=str(exc),
-            where=str(where),
+            _download_failed(name, exc, where, advice), dataset=name, reason=str(exc), where=str(where)
         ) from exc
     X = _to_unit_float32(bunch.data)
     y = np.asarray(bunch.target).astype(np.int64)

@@ -128,11 +128,13 @@ def to_unit_range(pixels, source=None):
     if a.dtype.kind == "b":
         return a.astype(np.float32)
     if a.dtype.kind in "ui":
-        out = a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
-        if a.dtype.kind == "i" and a.size and a.min() < 0:
-            top, unsigned = np.iinfo(a.dtype).max, f"np.uint{a.dtype.itemsize * 8}"
+        top = np.iinfo(a.dtype).max
+        out = a.astype(np.float32) / np.float32(top)
+        low = a.min() if a.dtype.kind == "i" and a.size else 0
+        if low < 0:
+            unsigned = f"np.uint{a.dtype.itemsize * 8}"
             warnings.warn(
-                f"{'' if source is None else f'{source}: '}{a.dtype} pixel values down to {a.min()}: "
+                f"{'' if source is None else f'{source}: '}{a.dtype} pixel values down to {low}: "
                 f"negative values are read as 0 (black), the others divided by {top}. If these are "
                 f"0-{2 * top + 1} values stored in a signed type (above {top} they wrap around to "
                 f"negative ones), every pixel is misread: reinterpret them as unsigned first, "
