@@ -396,9 +396,26 @@ def packed_grads(network, out):
         np.concatenate([layer.grads[k].reshape(-1) for layer, k in group], out=buffer)
 
 
-#: Slices the optimizer step is cut into. Its rules are elementwise, so any
-#: cut gives the same result to the bit; a fixed one keeps that obvious.
+#: Most slices the optimizer step is cut into. Its rules are elementwise, so
+#: any cut gives the same result to the bit.
 OPTIMIZER_PARTS = 8
+
+#: Fewest weights in a slice of the optimizer step (:func:`optimizer_parts`).
+#: Adam makes about ten numpy calls per slice; on slices smaller than this,
+#: two threads calling at once wait on each other for the GIL longer than the
+#: arithmetic takes (benchmarks/optimizer_step.py): the origin network's 163,000 weights
+#: in 8 slices over 2 threads took 0.93 ms a step, in one slice in one
+#: thread 0.52 ms; 870,000 weights (the deep preset) 2.0 ms in 4 slices over
+#: 2 threads against 3.4 ms in one.
+OPTIMIZER_PART_MIN = 200_000
+
+
+def optimizer_parts(n_weights):
+    """How many slices an optimizer step over ``n_weights`` weights is cut
+    into (each one a task for :func:`run_tasks`): one per
+    :data:`OPTIMIZER_PART_MIN` weights, from 1 to :data:`OPTIMIZER_PARTS`.
+    A function of the network's size alone, never of the threads."""
+    return max(1, min(OPTIMIZER_PARTS, n_weights // OPTIMIZER_PART_MIN))
 
 
 class DataParallel:
@@ -423,6 +440,7 @@ class DataParallel:
         packed = pack_params(network)
         self.params = [buffer for buffer, _ in packed]
         self.decay = [decays for _, decays in packed]
+        self.n_parts = optimizer_parts(sum(buffer.size for buffer in self.params))
         n = len(micro_batches(batch_size)) - 1
         self.replicas = replicas(network, n, rng)  # (sharing the packed weights)
         self.grads = [[np.empty_like(p) for p in self.params] for _ in range(n)]
@@ -472,7 +490,7 @@ class DataParallel:
         batch-norm statistics into the network's."""
         grads = list(zip(*(item[1] for item in self._used)))  # per buffer: one per micro-batch
         parts = optimizer.parts(
-            self.params, grads, self.decay, n_parts=OPTIMIZER_PARTS, batch_weight=batch_weight
+            self.params, grads, self.decay, n_parts=self.n_parts, batch_weight=batch_weight
         )
 
         def guarded(part):

@@ -83,6 +83,24 @@ def test_micro_batches_grow_with_the_batch_not_the_threads():
         assert sizes.min() >= parallel.MICRO_BATCH and sizes.max() < 2 * parallel.MICRO_BATCH
 
 
+def test_optimizer_slices_follow_the_network_size_not_the_threads(monkeypatch):
+    # a small network's step is one task (two threads on slices of it wait on the GIL)
+    assert parallel.optimizer_parts(163_000) == 1
+    assert parallel.optimizer_parts(870_000) == 870_000 // parallel.OPTIMIZER_PART_MIN > 1
+    assert parallel.optimizer_parts(10**9) == parallel.OPTIMIZER_PARTS
+    from skcnn.network import Network, PRESETS, preset_layers
+    from skcnn.layers import Dense
+
+    slices = {}
+    for name in ("origin", "deep"):
+        net = Network.from_layers(preset_layers(**PRESETS[name]) + [Dense(10)], (1, 28, 28), np.random.default_rng(0))
+        for threads in ("1", "8"):
+            monkeypatch.setenv(parallel.THREADS_ENV, threads)
+            slices[name, threads] = parallel.DataParallel(net, 100, np.random.default_rng(0)).n_parts
+    assert slices["origin", "1"] == slices["origin", "8"] == 1
+    assert slices["deep", "1"] == slices["deep", "8"] > 1
+
+
 def test_deep_preset_gives_identical_results_with_1_2_3_and_8_threads(pixels, monkeypatch):
     X, y = pixels
     # batches of 200: four micro-batches, more than some thread counts, fewer than others
