@@ -3,6 +3,7 @@
 import contextlib
 import io
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -39,12 +40,19 @@ def run(block, namespace):
 @pytest.fixture(scope="module")
 def estimator_example():
     namespace = {}
-    return namespace, run(LOCAL[0], namespace)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        figures = run(LOCAL[0], namespace)
+    namespace["warnings"] = [w.category.__name__ for w in caught]
+    return namespace, figures
 
 
 def test_readme_estimator_example_prints_the_figure_its_comment_claims(estimator_example):
-    _, (printed, claimed) = estimator_example
+    namespace, (printed, claimed) = estimator_example
     assert printed == pytest.approx(claimed, rel=0.05)
+    # the README says this example warns that max_iter ran out; so it must, and warn of nothing else
+    assert "It also prints a `ConvergenceWarning`" in README
+    assert namespace["warnings"] == ["ConvergenceWarning"]
 
 
 @pytest.mark.parametrize("block", LOCAL[1:], ids=["layers", "engine"])
