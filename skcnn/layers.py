@@ -107,13 +107,17 @@ class Layer:
 
     # -- construction ------------------------------------------------------------
 
-    @property
-    def built(self):
-        if "params" not in vars(self):  # a subclass's __init__ that forgot the base class's
+    def _check_base_init(self):
+        """A clear error for a subclass whose ``__init__`` skipped the base class's."""
+        if "params" not in vars(self):
             raise TypeError(
                 f"{type(self).__name__}.__init__ must call super().__init__(), which gives every "
                 "layer its params, grads, buffers and input_shape"
             )
+
+    @property
+    def built(self):
+        self._check_base_init()
         return self.input_shape is not None
 
     def build(self, input_shape, rng=None, dtype=np.float32):
@@ -132,7 +136,7 @@ class Layer:
         -------
         output_shape : tuple of int
         """
-        self.built  # (a clear error for a subclass that skipped Layer.__init__)
+        self._check_base_init()
         shape = tuple(int(v) for v in input_shape)
         out = self.output_shape(shape)  # a clear error for a shape the layer cannot take, before building
         self.input_shape = shape
