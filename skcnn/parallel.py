@@ -402,11 +402,11 @@ OPTIMIZER_PARTS = 8
 
 #: Fewest weights in a slice of the optimizer step (:func:`optimizer_parts`).
 #: Adam makes about ten numpy calls per slice; on slices smaller than this,
-#: two threads calling at once wait on each other for the GIL longer than the
-#: arithmetic takes (benchmarks/optimizer_step.py): the origin network's 163,000 weights
-#: in 8 slices over 2 threads took 0.93 ms a step, in one slice in one
-#: thread 0.52 ms; 870,000 weights (the deep preset) 2.0 ms in 4 slices over
-#: 2 threads against 3.4 ms in one.
+#: two threads calling at once wait on each other for the GIL longer than
+#: the arithmetic takes (``python benchmarks/optimizer_step.py``): the origin
+#: network's 163,000 weights took 0.76 ms a step in 8 slices over 2 threads,
+#: 0.45 ms in one slice in one thread; the deep preset's 870,000 took 1.8 ms
+#: in 4 slices over 2 threads, 3.5 ms in one.
 OPTIMIZER_PART_MIN = 200_000
 
 
