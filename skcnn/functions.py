@@ -16,6 +16,7 @@ __all__ = [
     "conv2d",
     "conv2d_kernel_grad",
     "conv2d_input_grad",
+    "conv2d_backward",
     "softmax",
     "log_softmax",
     "column_sums",
@@ -186,6 +187,20 @@ def conv2d_kernel_grad(x, grad, kh, kw, stride=1, pad=0):
     return total.reshape(kh, kw, c, f)
 
 
+def _input_grad_as_conv(w, stride, pad):
+    """``(turned, stride, pad)`` for which the input gradient of a convolution
+    with kernels ``w`` is ``conv2d(grad, turned, stride, pad)``, or None.
+
+    At stride 1 (square kernels, ``pad <= K - 1``) it is the "full"
+    correlation of the output gradient, padded by ``K - 1 - pad``, with the
+    kernels turned by 180 degrees and their channel axes swapped."""
+    kh, kw = w.shape[:2]
+    if stride != 1 or kh != kw or pad > kh - 1:
+        return None
+    turned = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (KH, KW, F, C)
+    return turned, 1, kh - 1 - pad
+
+
 def conv2d_input_grad(grad, w, input_shape, stride=1, pad=0):
     """Gradient of a :func:`conv2d` output w.r.t. its input.
 
@@ -209,9 +224,9 @@ def conv2d_input_grad(grad, w, input_shape, stride=1, pad=0):
     """
     kh, kw, c, f = w.shape
     n, h, width, _ = input_shape
-    if stride == 1 and pad <= min(kh, kw) - 1 and kh == kw:
-        turned = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))  # (KH, KW, F, C)
-        return conv2d(grad, turned, 1, kh - 1 - pad)
+    as_conv = _input_grad_as_conv(w, stride, pad)
+    if as_conv is not None:
+        return conv2d(grad, *as_conv)
     _, oh, ow, _ = grad.shape
     g2 = grad.reshape(-1, f)
     dx = np.zeros((n, h + 2 * pad, width + 2 * pad, c), dtype=grad.dtype)
@@ -220,6 +235,50 @@ def conv2d_input_grad(grad, w, input_shape, stride=1, pad=0):
             contribution = g2 @ w[ky, kx].T  # (N*OH*OW, F) @ (F, C)
             dx[:, ky : ky + stride * oh : stride, kx : kx + stride * ow : stride] += contribution.reshape(n, oh, ow, c)
     return dx[:, pad : pad + h, pad : pad + width]
+
+
+def conv2d_backward(x, grad, w, stride=1, pad=0):
+    """Gradients of a :func:`conv2d` output w.r.t. its kernels and its input.
+
+    Where the input gradient is a convolution of the output gradient (stride
+    1, see :func:`conv2d_input_grad`), one lowering serves both: the im2col
+    row of input pixel ``(a, b)`` in that convolution holds
+    ``grad[a - ky + pad, b - kx + pad]`` for every kernel offset (turned), the
+    very values that pixel's kernel-gradient terms pair it with. So block by
+    block, ``rows @ turned`` is the input gradient and ``x_block.T @ rows``
+    adds to the kernel gradient (its offsets turned back at the end), and the
+    input is not lowered again as :func:`conv2d_kernel_grad` must. Otherwise
+    the two functions run one after the other.
+
+    Parameters
+    ----------
+    x : ndarray of shape (N, H, W, C)
+        The forward pass's input.
+    grad : ndarray of shape (N, OH, OW, F)
+        Gradient w.r.t. the output.
+    w : ndarray of shape (KH, KW, C, F)
+    stride, pad : int
+
+    Returns
+    -------
+    grad_w : ndarray of shape (KH, KW, C, F)
+    grad_x : ndarray of shape (N, H, W, C)
+    """
+    kh, kw, c, f = w.shape
+    as_conv = _input_grad_as_conv(w, stride, pad)
+    if as_conv is None:
+        return conv2d_kernel_grad(x, grad, kh, kw, stride, pad), conv2d_input_grad(grad, w, x.shape, stride, pad)
+    turned, _, full_pad = as_conv
+    x_rows = np.ascontiguousarray(x).reshape(-1, c)  # one row per input pixel
+    turned = turned.reshape(-1, c)
+    grad_x = np.empty_like(x_rows)
+    total = np.zeros((c, kh * kw * f), dtype=grad.dtype)
+    for rows, cols in _lowered_blocks(grad, kh, kw, 1, full_pad):
+        np.matmul(cols, turned, out=grad_x[rows])
+        total += np.dot(x_rows[rows].T, cols)  # np.dot: see conv2d_kernel_grad
+    # total[c, (ky', kx', f)] belongs to kernel offset (KH-1-ky', KW-1-kx')
+    grad_w = np.ascontiguousarray(total.reshape(c, kh, kw, f)[:, ::-1, ::-1].transpose(1, 2, 0, 3))
+    return grad_w, grad_x.reshape(x.shape)
 
 
 def column_sums(a):

@@ -36,7 +36,7 @@ import numpy as np
 from .functions import (
     column_sums,
     conv2d,
-    conv2d_input_grad,
+    conv2d_backward,
     conv2d_kernel_grad,
     conv_output_size,
     cross_entropy,
@@ -360,18 +360,19 @@ class Conv2D(Layer):
         if "b" in self.params:
             out += self.params["b"]
         if training:
-            self._cache = x  # the kernel gradient lowers it again, block by block
+            self._cache = x  # backward pairs it with the lowered output gradient (conv2d_backward)
         return out
 
     def backward(self, grad):
         x = self._cache
         k, s, p = self.kernel_size, self.stride, self.pad
-        self.grads["W"] = conv2d_kernel_grad(x, grad, k, k, s, p)
         if "b" in self.params:
             self.grads["b"] = column_sums(grad)
         if not self.input_grad:
+            self.grads["W"] = conv2d_kernel_grad(x, grad, k, k, s, p)
             return None
-        return conv2d_input_grad(grad, self.params["W"], x.shape, s, p)
+        self.grads["W"], grad_x = conv2d_backward(x, grad, self.params["W"], s, p)  # one lowering for both
+        return grad_x
 
 
 def _pool_output_size(size, pool, stride):

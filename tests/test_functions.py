@@ -2,6 +2,10 @@ import numpy as np
 import pytest
 
 from skcnn.functions import (
+    conv2d,
+    conv2d_backward,
+    conv2d_input_grad,
+    conv2d_kernel_grad,
     conv_output_size,
     cross_entropy,
     im2col,
@@ -41,6 +45,34 @@ def test_im2col_conv_matches_naive_loops(shape, k, stride, pad, rng):
     ow = conv_output_size(shape[2], k, stride, pad)
     fast = (im2col(x, k, k, stride, pad) @ w.reshape(4, -1).T + b).reshape(n, oh, ow, 4)
     np.testing.assert_allclose(fast, naive_conv(x, w, b, stride, pad), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "shape,f,k,stride,pad",
+    [
+        ((3, 7, 6, 2), 3, 3, 1, 1),  # one lowering for both gradients
+        ((2, 8, 8, 4), 5, 3, 1, 0),
+        ((2, 9, 9, 3), 2, 5, 1, 4),  # pad = K - 1
+        ((2, 5, 5, 3), 3, 1, 1, 0),  # 1x1 kernels
+        ((2, 9, 8, 3), 2, 3, 2, 1),  # stride 2: the two functions in turn
+        ((2, 6, 6, 2), 2, 3, 1, 3),  # pad > K - 1: likewise
+    ],
+)
+def test_conv2d_backward_gives_both_gradients_of_the_separate_functions(shape, f, k, stride, pad, monkeypatch, rng):
+    monkeypatch.setattr("skcnn.functions.CONV_BLOCK_BYTES", 1)  # a block per image
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((k, k, shape[3], f))
+    g = rng.standard_normal(conv2d(x, w, stride, pad).shape)
+    grad_w, grad_x = conv2d_backward(x, g, w, stride, pad)
+    np.testing.assert_allclose(grad_w, conv2d_kernel_grad(x, g, k, k, stride, pad), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grad_x, conv2d_input_grad(g, w, x.shape, stride, pad), rtol=1e-12, atol=1e-12)
+    # and the kernel gradient is that of sum(conv2d(x, w) * g)
+    i = (k // 2, 0, shape[3] - 1, f - 1)
+    w_plus, w_minus = w.copy(), w.copy()
+    w_plus[i] += 1e-6
+    w_minus[i] -= 1e-6
+    numerical = (np.sum(conv2d(x, w_plus, stride, pad) * g) - np.sum(conv2d(x, w_minus, stride, pad) * g)) / 2e-6
+    assert grad_w[i] == pytest.approx(numerical, rel=1e-6)
 
 
 def test_conv_output_size_rejects_a_kernel_that_does_not_fit():
