@@ -10,7 +10,8 @@ rounds that alternate the two frameworks; then, for the 32->32 convolution at
 28x28, how skcnn's forward pass splits between lowering a block to im2col
 rows and the block's GEMM. Both run on one thread (single-threaded BLAS and
 ``torch.set_num_threads(1)``): this is how each of skcnn's two training
-threads runs its micro-batch.
+threads runs its micro-batch. skcnn's side runs its layers (Conv2D without
+bias, BatchNorm, ReLU) as training does, so the figures follow the code.
 """
 
 import argparse
@@ -19,8 +20,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from skcnn.functions import CONV_BLOCK_BYTES, _lower, _windows, conv2d, conv2d_input_grad, conv2d_kernel_grad, pad_images
-from skcnn.layers import BatchNorm, ReLU
+from skcnn.functions import CONV_BLOCK_BYTES, _lower, _windows, pad_images
+from skcnn.layers import BatchNorm, Conv2D, ReLU
 
 #: (height = width, input channels, output channels) of the deep preset's convolutions.
 SHAPES = [(28, 1, 32), (28, 32, 32), (14, 32, 64), (14, 64, 64)]
@@ -42,15 +43,17 @@ def conv_cases(torch, rng):
         w = rng.standard_normal((3, 3, c, f), dtype=np.float32)
         g = rng.standard_normal((BATCH, size, size, f), dtype=np.float32)
         first = c == 1  # the network's first layer: no input gradient
+        layer = Conv2D(f, 3, padding=1, bias=False)  # as the deep preset's (batch norm follows)
+        layer.build(x.shape[1:])
+        layer.params["W"][...] = w
+        layer.input_grad = not first
 
-        def ours_forward(x=x, w=w):
-            conv2d(x, w, 1, 1)
+        def ours_forward(layer=layer, x=x):
+            layer.forward(x)
 
-        def ours_both(x=x, w=w, g=g, first=first):
-            conv2d(x, w, 1, 1)
-            conv2d_kernel_grad(x, g, 3, 3, 1, 1)
-            if not first:
-                conv2d_input_grad(g, w, x.shape, 1, 1)
+        def ours_both(layer=layer, x=x, g=g):
+            layer.forward(x, training=True)
+            layer.backward(g)
 
         conv = torch.nn.Conv2d(c, f, 3, padding=1, bias=False)
         tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).requires_grad_(not first)
