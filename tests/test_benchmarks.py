@@ -76,3 +76,24 @@ def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
     with pytest.raises(SystemExit):
         accuracy.main(["--ablation", "--dataset", "fashion-mnist"])
     assert "--ablation needs --max-epochs" in capsys.readouterr().err
+
+
+def test_accuracy_budget_leaves_a_margin_for_the_estimate(monkeypatch, capsys):
+    accuracy = load("accuracy")
+    clock = [0.0]
+
+    class TimedProbe:  # an epoch of 3,000 images takes 6 s on this clock: 2 min for 60,000
+        def __init__(self, **params):
+            pass
+
+        def fit(self, X, y):
+            clock[0] += 6.0 * len(y) / 3000
+
+    monkeypatch.setattr(accuracy, "CNNClassifier", TimedProbe)
+    monkeypatch.setattr(accuracy.time, "perf_counter", lambda: clock[0])
+    X, y = [[0.0]] * 60000, [0] * 60000
+    epochs, epoch_seconds = accuracy.epochs_for(30, {}, X, y, seed=0)
+    assert epoch_seconds == pytest.approx(120.0)
+    # 15 whole epochs fill the 30 minutes exactly; the margin keeps 13 (27 of 30 minutes)
+    assert epochs == 13 == int(accuracy.BUDGET_SHARE * 15)
+    assert "13 epochs in 30 min" in capsys.readouterr().err
