@@ -54,6 +54,7 @@ def test_im2col_conv_matches_naive_loops(shape, k, stride, pad, rng):
         ((2, 8, 8, 4), 5, 3, 1, 0),
         ((2, 9, 9, 3), 2, 5, 1, 4),  # pad = K - 1
         ((2, 5, 5, 3), 3, 1, 1, 0),  # 1x1 kernels
+        ((2, 6, 6, 3), 1, 3, 1, 0),  # one output channel: the lowered gradient is column-major
         ((2, 9, 8, 3), 2, 3, 2, 1),  # stride 2: the two functions in turn
         ((2, 6, 6, 2), 2, 3, 1, 3),  # pad > K - 1: likewise
     ],
