@@ -379,6 +379,12 @@ def main(argv=None):
               f"{r['infer_images_per_s']:11d} {r['test_accuracy']:8.4f} {r['peak_rss_mib']:12d}")  # fmt: skip
     for key, value in ratios.items():
         print(f"{key}: " + ", ".join(f"{k} {v}x" for k, v in value.items()))
+    from skcnn.estimator import AUTO_FLOAT64_MAX_VALUES
+
+    if "float64" in args.dtype and args.n_train * 28 * 28 <= AUTO_FLOAT64_MAX_VALUES:
+        print(f"note: {args.n_train:,} training images are {args.n_train * 784:,} values, not above "
+              f"dtype='auto''s {AUTO_FLOAT64_MAX_VALUES:,}: float64 input then trains and predicts in float64 "
+              "(exact, about half float32's speed); use more images to time the float32 path")  # fmt: skip
     print("each round (train img/s, infer img/s):")
     for r in results:
         print(f"  {r['framework'][:16]:16} {r['dtype']:8} {r['threads']:2d} " + "  ".join(

@@ -97,3 +97,20 @@ def test_accuracy_budget_leaves_a_margin_for_the_estimate(monkeypatch, capsys):
     # 15 whole epochs fill the 30 minutes exactly; the margin keeps 13 (27 of 30 minutes)
     assert epochs == 13 == int(accuracy.BUDGET_SHARE * 15)
     assert "13 epochs in 30 min" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("n_train,noted", [(600, True), (2000, False)])
+def test_speed_says_when_float64_input_stays_float64(n_train, noted, monkeypatch, capsys):
+    speed = load("speed")
+
+    def run(cmd, **kwargs):  # a worker's report, without training anything
+        dtype = cmd[cmd.index("--dtype") + 1] if "--dtype" in cmd else "float32"
+        result = {"framework": "skcnn", "data": "synthetic", "train_images_per_s": 1, "infer_images_per_s": 1,
+                  "epoch_seconds_median": 1.0, "peak_rss_mib": 1, "test_accuracy": 0.1, "layers": [], "dtype": dtype}  # fmt: skip
+        return subprocess.CompletedProcess(cmd, 0, json.dumps(result), "")
+
+    monkeypatch.setattr(speed.subprocess, "run", run)
+    speed.main(["--dtype", "float32,float64", "--rounds", "1", "--n-train", str(n_train)])
+    out = capsys.readouterr().out
+    # 2,000 images of 28x28 are 1,568,000 values: above dtype="auto"'s million, so float32
+    assert ("float64 input then trains and predicts in float64" in out) is noted
