@@ -14,32 +14,31 @@ float32 once, then run the same code).
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
-import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from skcnn import CNNClassifier
-from skcnn.datasets import DEBIAN_FASHION_MNIST, load_idx_dataset
+
+# The same data and input types as speed.py --dtype: import the sibling script
+# (its folder is on sys.path when run as a script, not when loaded by path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import as_dtype, load_data
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=40, help="interleaved rounds (median reported)")
     args = parser.parse_args(argv)
-    if (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
-        X_train, X_test, y_train, _ = load_idx_dataset(DEBIAN_FASHION_MNIST, shape="images")
-        data = "Fashion-MNIST"
-    else:
-        rng = np.random.default_rng(0)
-        X_train, X_test = rng.random((5000, 28, 28), dtype=np.float32), rng.random((10000, 28, 28), dtype=np.float32)
-        y_train, data = rng.integers(0, 10, 5000), "synthetic"
+    X_train, X_test, y_train, _, data = load_data(5000, "auto")
     clf = CNNClassifier(max_iter=1, random_state=0, verbose=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # one epoch, on purpose
-        clf.fit(X_train[:5000], y_train[:5000])
-    inputs = {"float32": X_test, "float64": X_test.astype(np.float64), "uint8": np.rint(X_test * 255).astype(np.uint8)}
+        clf.fit(X_train, y_train)
+    inputs = {dtype: as_dtype(X_test, dtype) for dtype in ("float32", "float64", "uint8")}
     seconds = {name: [] for name in inputs}
     for _ in range(args.rounds):
         for name, X in inputs.items():

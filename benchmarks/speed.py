@@ -381,8 +381,9 @@ def main(argv=None):
         print(f"{key}: " + ", ".join(f"{k} {v}x" for k, v in value.items()))
     from skcnn.estimator import AUTO_FLOAT64_MAX_VALUES
 
-    if "float64" in args.dtype and args.n_train * 28 * 28 <= AUTO_FLOAT64_MAX_VALUES:
-        print(f"note: {args.n_train:,} training images are {args.n_train * 784:,} values, not above "
+    values = args.n_train * 28 * 28  # load_data's images are 28x28, one channel
+    if "float64" in args.dtype and values <= AUTO_FLOAT64_MAX_VALUES:
+        print(f"note: {args.n_train:,} training images are {values:,} values, not above "
               f"dtype='auto''s {AUTO_FLOAT64_MAX_VALUES:,}: float64 input then trains and predicts in float64 "
               "(exact, about half float32's speed); use more images to time the float32 path")  # fmt: skip
     print("each round (train img/s, infer img/s):")
