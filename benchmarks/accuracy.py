@@ -24,6 +24,7 @@ Prints configuration, epochs, wall time and test accuracy; --json for machines.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -130,7 +131,8 @@ def run(name, params, data, max_epochs=None, seed=0, out=None, minutes=None, fli
     clf = CNNClassifier(random_state=seed, verbose=1, n_iter_no_change=params["max_iter"], **params)
     load_before = load()
     start = time.perf_counter()
-    clf.fit(X_train, y_train)
+    with contextlib.redirect_stdout(sys.stderr):  # the epochs' progress lines: stdout is for results (--json)
+        clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start
     result = {
         "config": name,
@@ -187,6 +189,8 @@ def main(argv=None):
                         "and score the model loaded from it")  # fmt: skip
     parser.add_argument("--ablation", action="store_true",
                         help="what each trick of fashion-best adds, on --n-train images for --max-epochs")  # fmt: skip
+    parser.add_argument("--flips", action="store_true",
+                        help="also report accuracy with test-time flips (not in the saved model, so not what counts)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.minutes is not None and args.minutes <= 0:
@@ -213,7 +217,7 @@ def main(argv=None):
             continue
         for name in args.config or list(CONFIGS):
             print(f"== {dataset} / {name}", file=sys.stderr, flush=True)
-            result = run(name, CONFIGS[name], data, args.max_epochs, args.seed, args.out, args.minutes)
+            result = run(name, CONFIGS[name], data, args.max_epochs, args.seed, args.out, args.minutes, args.flips)
             result["dataset"] = dataset
             results.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
@@ -229,6 +233,9 @@ def main(argv=None):
         if "saved_file" in r:
             print(f"{r['saved_file']}: CNNClassifier.from_params_file(...).predict accuracy "
                   f"{r['saved_file_test_accuracy']:.4f}")  # fmt: skip
+        if "test_accuracy_with_flips" in r:
+            print(f"with test-time flips (each image's probabilities averaged with its mirror image's): "
+                  f"{r['test_accuracy_with_flips']:.4f}")  # fmt: skip
     print(f"numpy {np.__version__}, {platform.machine()}")
 
 

@@ -5,6 +5,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -66,6 +67,30 @@ def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
 
     loaded = CNNClassifier.from_params_file(out)
     assert loaded.architecture == "resnet" and loaded.ema_decay == 0.999
+
+
+def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, capsys):
+    from sklearn.datasets import load_digits
+
+    accuracy = load("accuracy")
+    X, y = load_digits(return_X_y=True)
+    X = X.reshape(-1, 8, 8).astype("float32")
+    mirrored = np.concatenate([X[1500:1600, :, :4], X[1500:1600, :, 3::-1]], axis=2)  # left-right symmetric
+    data = (X[:300], mirrored, y[:300], y[1500:1600])
+    monkeypatch.setattr(accuracy, "load_fashion_mnist", lambda shape: data)
+    accuracy.main(["--config", "origin-5", "--dataset", "fashion-mnist", "--max-epochs", "2", "--flips", "--json"])
+    result = json.loads(capsys.readouterr().out)["results"][0]
+    # a mirror image of a symmetric image is itself: flips change nothing
+    assert result["test_accuracy_with_flips"] == result["test_accuracy"]
+
+    class Probe:  # votes for class 0 by twice the top-left pixel, for class 1 by the bottom-left one
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, Z):
+            return np.stack([2 * Z[:, 0, 0], Z[:, -1, 0]], axis=1)
+
+    Z = np.array([[[1.0, 5.0], [4.0, 0.0]]])  # alone: (2, 4), class 1; its mirror: (10, 0)
+    assert accuracy.flip_accuracy(Probe(), Z, np.array([0])) == 1.0
 
 
 def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
