@@ -263,7 +263,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         channel planes under "auto". Either way the network sees the same
         images: a channels-last ``X`` gives the same model and predictions
         as the same images channels-first. The layout ``fit`` saw is kept
-        in ``data_format_``, and later calls must use it.
+        in ``data_format_``, and later calls with colour images must use it
+        (grey ones may use either: the pixels are in the same order).
     solver : {"adam", "sgd", "momentum", "nesterov", "adagrad", "rmsprop"}, default="adam"
         The update rule. "adam" is MLP's (Kingma & Ba, 2015). MLP: its "sgd"
         uses ``momentum`` with Nesterov's form (nesterovs_momentum=True),
@@ -407,7 +408,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
     data_format_ : {"channels_first", "channels_last"}
         How ``fit`` read the channels of ``X`` (for 2-D and 3-D ``X``: from
         ``data_format``, "auto" meaning channels-first); ``predict`` and
-        ``partial_fit`` expect 4-D ``X`` and flat rows laid out the same way.
+        ``partial_fit`` expect 4-D ``X`` and flat rows of colour images laid
+        out the same way (a 4-D batch of grey images in either layout).
         Parameter files keep it (files written before it was recorded load
         without it: 4-D ``X`` is then read by its shape, flat rows as
         channel planes unless ``data_format`` says otherwise).
@@ -738,7 +740,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 if c == 1:
                     return "channels_first"
                 raise self._ambiguous(sample_shape)
-            if matching:  # the other layout
+            if matching and c == 1:
+                # grey: (n, 1, H, W) and (n, H, W, 1) are the same pixels in the
+                # same order, so the other layout cannot be misread
+                return matching[0]
+            if matching:  # the other layout, of colour images
                 other = matching[0]
                 axes = "(0, 3, 1, 2)" if other == "channels_last" else "(0, 2, 3, 1)"
                 raise ValueError(
@@ -751,7 +757,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             return fitted or "channels_first"
         layout = fitted or "channels_first"
         hint = ""
-        if (n, *sample_shape) == held[layout]:
+        if (n, *sample_shape) == held[layout] or (c == 1 and (n, *sample_shape) in held.values()):
             hint = " One picture? Give it a batch axis: X[np.newaxis]."
         elif len(sample_shape) == 2 and c > 1:
             hint = f" A 3-D X is grey (one channel); this model reads {c} channels."

@@ -364,34 +364,31 @@ def test_ambiguous_shapes_are_refused_or_decided_by_the_parameters():
         CNNClassifier(data_format="NHWC").fit(np.zeros((2, 4)), [0, 1])
 
 
-def test_predicting_in_the_other_layout_says_how_to_fix_it(digits_split, tmp_path):
-    X_train, X_test, y_train, _ = digits_split
-    first = CNNClassifier(max_iter=1, random_state=0).fit(X_train.reshape(-1, 1, 8, 8), y_train)
-    last = CNNClassifier(max_iter=1, random_state=0).fit(X_train.reshape(-1, 8, 8, 1), y_train)
-    images = X_test.reshape(-1, 1, 8, 8)
-    before = first.predict_proba(images)
+def test_predicting_colour_images_in_the_other_layout_says_how_to_fix_it(colour_images, tmp_path):
+    X, y = colour_images
+    X_train, X_test, y_train = X[:80], X[80:], y[:80]
+    first = CNNClassifier(max_iter=1, random_state=0).fit(X_train, y_train)
+    last = CNNClassifier(max_iter=1, random_state=0).fit(X_train.transpose(0, 2, 3, 1), y_train)
+    before = first.predict_proba(X_test)
     with pytest.raises(ValueError, match=r"channels-last.*channels-first.*X\.transpose\(0, 3, 1, 2\)"):
-        first.predict(images.transpose(0, 2, 3, 1))
+        first.predict(X_test.transpose(0, 2, 3, 1))
     with pytest.raises(ValueError, match=r"X\.transpose\(0, 2, 3, 1\)"):
-        last.predict(images)
+        last.predict(X_test)
     with pytest.raises(ValueError, match=r"X\.transpose"):
-        first.partial_fit(images[:10].transpose(0, 2, 3, 1), y_train[:10])
-    np.testing.assert_array_equal(first.predict_proba(images), before)  # the rejected calls changed nothing
+        first.partial_fit(X_test[:10].transpose(0, 2, 3, 1), y[80:90])
+    np.testing.assert_array_equal(first.predict_proba(X_test), before)  # the rejected calls changed nothing
     assert first.data_format_ == "channels_first"
-    # without a channel axis nothing can be misread: grey (n, H, W) and flat rows are fine
-    np.testing.assert_array_equal(last.predict_proba(images[:, 0]), last.predict_proba(images.transpose(0, 2, 3, 1)))
-    np.testing.assert_array_equal(last.predict_proba(X_test), last.predict_proba(images[:, 0]))
     with pytest.raises(ValueError, match=r"batch axis: X\[np\.newaxis\]"):
-        last.predict(images[0].transpose(1, 2, 0))  # one picture (H, W, C) without its batch axis
+        last.predict(X_test[0].transpose(1, 2, 0))  # one picture (H, W, C) without its batch axis
     # a parameter file keeps the layout
     last.save_params(tmp_path / "last.npz")
     loaded = CNNClassifier.from_params_file(tmp_path / "last.npz")
     assert loaded.data_format_ == "channels_last"
     np.testing.assert_array_equal(
-        loaded.predict_proba(images.transpose(0, 2, 3, 1)), last.predict_proba(images.transpose(0, 2, 3, 1))
+        loaded.predict_proba(X_test.transpose(0, 2, 3, 1)), last.predict_proba(X_test.transpose(0, 2, 3, 1))
     )
     with pytest.raises(ValueError, match=r"X\.transpose\(0, 2, 3, 1\)"):
-        loaded.predict(images)
+        loaded.predict(X_test)
     # one written before it was recorded reads a 4-D batch by its shape, either layout
     first.save_params(tmp_path / "m.npz")
     with np.load(tmp_path / "m.npz") as data:
@@ -403,8 +400,26 @@ def test_predicting_in_the_other_layout_says_how_to_fix_it(digits_split, tmp_pat
         np.savez(f, **arrays)
     old = CNNClassifier.from_params_file(tmp_path / "old.npz")
     assert not hasattr(old, "data_format_")
-    np.testing.assert_array_equal(old.predict_proba(images.transpose(0, 2, 3, 1)), before)
-    np.testing.assert_array_equal(old.predict_proba(images), before)
+    np.testing.assert_array_equal(old.predict_proba(X_test.transpose(0, 2, 3, 1)), before)
+    np.testing.assert_array_equal(old.predict_proba(X_test), before)
+
+
+def test_grey_images_are_read_in_either_layout(digits_split, tmp_path):
+    """(n, 1, H, W) and (n, H, W, 1) hold the same pixels in the same order:
+    a grey model reads both (and flat rows, and (n, H, W)), whichever it was
+    fitted on, loaded from a file too."""
+    X_train, X_test, y_train, _ = digits_split
+    images = X_test.reshape(-1, 1, 8, 8)
+    for fitted_on in [X_train, X_train.reshape(-1, 1, 8, 8), X_train.reshape(-1, 8, 8, 1)]:
+        clf = CNNClassifier(max_iter=1, random_state=0).fit(fitted_on, y_train)
+        clf.save_params(tmp_path / "grey.npz")
+        loaded = CNNClassifier.from_params_file(tmp_path / "grey.npz")
+        expected = clf.predict_proba(X_test)
+        for model in (clf, loaded):
+            for X in (images, images.transpose(0, 2, 3, 1), images[:, 0], X_test):
+                np.testing.assert_array_equal(model.predict_proba(X), expected)
+        with pytest.raises(ValueError, match=r"batch axis: X\[np\.newaxis\]"):
+            clf.predict(images[0].transpose(1, 2, 0))  # one picture without its batch axis
 
 
 def test_a_parameter_file_keeps_the_order_of_flat_rows(colour_images, tmp_path):
