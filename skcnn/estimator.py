@@ -24,6 +24,12 @@ from .optimizers import SOLVERS, make_optimizer
 from .persistence import ParameterFileError, load_network, save_network
 from .trainer import LEARNING_RATES, History, Trainer, warn_user
 
+
+class InputRangeWarning(UserWarning):
+    """``predict``'s input is on another scale than ``fit``'s (e.g. pixels
+    0-255 for a model trained on ``X / 255``): its predictions would be
+    meaningless."""
+
 __all__ = ["CNNClassifier"]
 
 _NO_Y = object()  # _validate_input without y (None is a y, and an invalid one)
@@ -413,6 +419,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Parameter files keep it (files written before it was recorded load
         without it: 4-D ``X`` is then read by its shape, flat rows as
         channel planes unless ``data_format`` says otherwise).
+    input_range_ : (float, float)
+        Smallest and largest input value ``fit`` saw (widened by
+        ``partial_fit`` and warm starts; kept in parameter files).
+        The prediction methods, ``partial_fit`` and warm starts warn
+        (``skcnn.estimator.InputRangeWarning``) when ``X`` is on another
+        scale, e.g. pixels 0-255 for a model trained on ``X / 255``.
     network_ : skcnn.network.Network
         The fitted network (its layers and weights, as training left them).
     weight_average_ : skcnn.network.WeightAverage or None
@@ -873,6 +885,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.class_weight_ = self._class_weights(y)
         sw = self._weigh_classes(sw, y_idx)
 
+        if not fresh:  # the input scaling is the first fit's: new data must be on its scale
+            self._check_input_range(X)
+        low, high = (float(X.min()), float(X.max())) if X.size else (np.inf, -np.inf)
+        if fresh or getattr(self, "input_range_", None) is None:
+            self.input_range_ = (low, high)
+        else:  # partial_fit and warm starts widen it
+            self.input_range_ = (min(self.input_range_[0], low), max(self.input_range_[1], high))
         if fresh:
             self._rng = self._new_rng()
             layers = self._layer_list(len(self.classes_))
@@ -1134,6 +1153,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             extra["feature_names_in"] = [str(v) for v in self.feature_names_in_]
         if hasattr(self, "data_format_"):  # how flat rows and 4-D batches were laid out
             extra["data_format"] = self.data_format_
+        if getattr(self, "input_range_", None) is not None:  # for predict's scale check
+            extra["input_range"] = [float(v) for v in self.input_range_]
         if metadata is not None:
             extra["metadata"] = metadata
         save_network(path, self.network_, self.classes_, extra, average=getattr(self, "weight_average_", None))
@@ -1198,7 +1219,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                     f"{path} holds a network for images of shape {network.input_shape}, but "
                     f"input_shape={self.input_shape!r}"
                 )
-        for name in ("_optimizer", "_rng", "feature_names_in_", "class_weight_", "data_format_"):
+        for name in ("_optimizer", "_rng", "feature_names_in_", "class_weight_", "data_format_", "input_range_"):
             self.__dict__.pop(name, None)
         self.network_ = network
         self.weight_average_ = average
@@ -1209,6 +1230,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.feature_names_in_ = np.asarray(extra["feature_names_in"], dtype=object)
         if extra.get("data_format") in ("channels_first", "channels_last"):
             self.data_format_ = extra["data_format"]
+        input_range = extra.get("input_range")
+        if isinstance(input_range, list) and len(input_range) == 2:
+            self.input_range_ = (float(input_range[0]), float(input_range[1]))
         loss_curve = [float(v) for v in extra.get("loss_curve", [])]
         self.history_ = History(
             loss_curve=loss_curve,
@@ -1231,8 +1255,44 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         convention), whatever the dtype the network computes in."""
         network = self._prediction_network()
         as_float32 = getattr(X, "dtype", None) == np.float32
-        logits = network.predict_logits(self._validate_input(X, reset=False))
+        images = self._validate_input(X, reset=False)
+        self._check_input_range(images)
+        logits = network.predict_logits(images)
         return logits if as_float32 else logits.astype(np.float64, copy=False)
+
+    def _check_input_range(self, X):
+        """Warn (:class:`InputRangeWarning`) when X's values are on another
+        scale than the training data's (``input_range_``, [lo, hi]):
+
+        * some lie further outside [lo, hi] than its own width (pixels
+          0-255 given to a model trained on ``X / 255``), or
+        * all lie in [0, 1] while the training data reached 10 or more
+          (``X / 255`` given to a model trained on raw pixels).
+
+        Other differences (darker or brighter pictures) are data, not scale,
+        and pass. Models loaded from files written without the range are
+        not checked.
+        """
+        lo, hi = getattr(self, "input_range_", None) or (0.0, 0.0)
+        span = hi - lo
+        if not span > 0 or X.size == 0:
+            return
+        x_lo, x_hi = float(X.min()), float(X.max())
+        if x_hi > hi + span or x_lo < lo - span:
+            hint = (
+                "divide it as the training data was divided (a model trained on X / 255 "
+                "needs X / 255 here too)"
+            )
+        elif hi >= 10 and 0 <= x_lo and x_hi <= 1 and x_hi > x_lo:
+            hint = "if it was scaled to [0, 1], pass the unscaled values the model was trained on"
+        else:
+            return
+        warn_user(
+            f"X's values lie in [{x_lo:.4g}, {x_hi:.4g}], but {type(self).__name__} was trained on "
+            f"values in [{lo:.4g}, {hi:.4g}] (input_range_): {hint}. On another scale its "
+            "predictions are meaningless.",
+            InputRangeWarning,
+        )
 
     def predict_proba(self, X):
         """Class probabilities; rows sum to 1.

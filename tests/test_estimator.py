@@ -2,6 +2,7 @@ import json
 import pickle
 import subprocess
 import sys
+import warnings
 
 import joblib
 import numpy as np
@@ -446,3 +447,36 @@ def test_fashion_mnist_channels_last_is_read_as_28x28_pictures():
     np.testing.assert_allclose(
         last.predict_proba(X[600:].transpose(0, 2, 3, 1)), first.predict_proba(X[600:]), rtol=1e-5, atol=1e-6
     )
+
+
+@pytest.mark.filterwarnings("ignore::skcnn.trainer.DivergenceWarning")  # training on the wrong scale, at the end
+def test_prediction_on_another_scale_than_training_warns(digits_split, tmp_path):
+    from skcnn.estimator import InputRangeWarning
+
+    X_train, X_test, y_train, _ = digits_split  # pixel values 0-16
+    scaled = CNNClassifier(max_iter=1, random_state=0).fit(X_train / 16, y_train)
+    raw = CNNClassifier(max_iter=1, random_state=0).fit(X_train, y_train)
+    assert scaled.input_range_ == (0.0, 1.0) and raw.input_range_ == (0.0, 16.0)
+    with pytest.raises(InputRangeWarning, match=r"values lie in \[0, 16\].*trained on values in \[0, 1\].*X / 255"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InputRangeWarning)
+            scaled.predict(X_test)  # raw pixels for a model trained on scaled ones
+    with pytest.warns(InputRangeWarning, match=r"values lie in \[0, 1\].*trained on values in \[0, 16\]"):
+        raw.predict_proba(X_test / 16)  # and the other way round
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputRangeWarning)
+        scaled.predict(X_test / 16)
+        scaled.predict(X_test / 32)  # darker pictures are data, not a scale error
+        scaled.predict(np.zeros((1, 64)))  # a blank picture
+        raw.predict(X_test)
+        raw.predict(X_test[:1] * 0 + 3)  # a flat grey picture in range
+    # a parameter file keeps the range; partial_fit widens it
+    scaled.save_params(tmp_path / "m.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "m.npz")
+    assert loaded.input_range_ == (0.0, 1.0)
+    with pytest.warns(InputRangeWarning):
+        loaded.predict(X_test)
+    scaled.partial_fit(X_train[:50] / 12, y_train[:50])  # brighter, in range: widens it
+    assert scaled.input_range_ == pytest.approx((0.0, 16 / 12))
+    with pytest.warns(InputRangeWarning):  # new data on another scale than the first fit's
+        scaled.partial_fit(X_train[:50] * 16, y_train[:50])
