@@ -39,6 +39,7 @@ from .augmentation import AUGMENTATIONS, Augmenter
 from .images import FRAMINGS, prepare_image
 from .network import PRESETS
 from .optimizers import SOLVERS
+from .parallel import n_threads
 from .persistence import ParameterFileError, load_network
 from .trainer import LEARNING_RATES
 
@@ -673,6 +674,10 @@ def main(argv=None):
     if args.func is cmd_train and args.images and (args.dataset or args.idx):
         args.parser.error("argument --images: not allowed with --dataset or --idx")
     _check_outputs(args)
+    try:
+        n_threads()  # a bad SKCNN_NUM_THREADS stops the command before any work, like a bad flag
+    except ValueError as exc:
+        args.parser.error(str(exc))
 
     def say(message):
         print(message, flush=True)

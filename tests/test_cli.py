@@ -218,6 +218,17 @@ def test_nonsense_values_are_refused_at_once_naming_the_flag(flag, value, monkey
     assert f"skcnn train: error: argument {flag}: " in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "2.5"])
+def test_a_bad_thread_setting_is_refused_before_any_work(value, monkeypatch, capsys):
+    monkeypatch.setattr("skcnn.cli._load_data", lambda *a, **k: 1 / 0)  # reached: the check came too late
+    monkeypatch.setenv("SKCNN_NUM_THREADS", value)
+    for command in (["train"], ["evaluate", "m.npz"]):
+        with pytest.raises(SystemExit) as info:
+            main(command)
+        assert info.value.code == 2
+        assert f"error: SKCNN_NUM_THREADS must be a whole number >= 1; got '{value}'" in capsys.readouterr().err
+
+
 def test_help_lists_choices_and_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
