@@ -128,7 +128,8 @@ def run(name, params, data, max_epochs=None, seed=0, out=None, minutes=None, fli
         params["max_iter"], _ = epochs_for(minutes, params, X_train, y_train, seed)
     if max_epochs is not None:
         params["max_iter"] = min(params["max_iter"], max_epochs)
-    clf = CNNClassifier(random_state=seed, verbose=1, n_iter_no_change=params["max_iter"], **params)
+    params["n_iter_no_change"] = params["max_iter"]  # every epoch runs: the stopping rule never fires
+    clf = CNNClassifier(random_state=seed, verbose=1, **params)
     load_before = load()
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # the epochs' progress lines: stdout is for results (--json)

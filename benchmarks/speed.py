@@ -336,9 +336,11 @@ def main(argv=None):
         merged["peak_rss_mib"] = max(r["peak_rss_mib"] for r in done)
         merged["rounds"] = [{k: r[k] for k in ("train_images_per_s", "infer_images_per_s")} for r in done]
         results.append(merged)
+    data_names = sorted({r["data"] for r in results})
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, OPENBLAS_CORETYPE="
-        f"{env.get('OPENBLAS_CORETYPE', '(unset)')}, architecture {args.architecture}",
+        f"{env.get('OPENBLAS_CORETYPE', '(unset)')}, architecture {args.architecture}, "
+        f"data {' and '.join(data_names)} ({min(args.n_train, 60000):,} training images)",
         "results": results,
     }
 
