@@ -163,6 +163,7 @@ _CONSTRAINTS = {
     "label_smoothing": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
     "warmup_fraction": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
     "ema_decay": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
+    "test_time_flips": (_is_bool, "True or False"),
     "class_weight": (
         _class_weight,
         "None, 'balanced' or a dict {class label: weight >= 0}",
@@ -379,6 +380,15 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         from them. ``warm_start`` and ``partial_fit`` continue the average
         (a fresh ``fit`` starts a new one); a call with ``ema_decay=0``
         drops it. MLP has none.
+    test_time_flips : bool, default=False
+        Predict each image as the mean of its class probabilities and its
+        left-right mirror image's (test-time augmentation, as in Krizhevsky
+        et al., 2012, and Simonyan & Zisserman, 2015): twice the prediction
+        time, usually a little more accuracy for a model trained with
+        ``augment="flip"`` on pictures whose mirror image is the same class
+        (clothes, objects; not digits or text). Training is unchanged.
+        Saved in parameter files; ``skcnn.export.export_onnx`` refuses it
+        (the exported graph holds one pass). MLP has none.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, as in scikit-learn's LogisticRegression or
         SVC (MLPClassifier has none): each sample's weight is its
@@ -510,6 +520,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         label_smoothing=0.0,
         warmup_fraction=0.0,
         ema_decay=0.0,
+        test_time_flips=False,
         dtype="auto",
     ):
         self.architecture = architecture
@@ -545,6 +556,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.label_smoothing = label_smoothing
         self.warmup_fraction = warmup_fraction
         self.ema_decay = ema_decay
+        self.test_time_flips = test_time_flips
         self.dtype = dtype
 
     # -- parameters --------------------------------------------------------------
@@ -1155,6 +1167,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             extra["data_format"] = self.data_format_
         if getattr(self, "input_range_", None) is not None:  # for predict's scale check
             extra["input_range"] = [float(v) for v in self.input_range_]
+        if self.test_time_flips:  # prediction uses them: the loaded model must too
+            extra["test_time_flips"] = True
         if metadata is not None:
             extra["metadata"] = metadata
         save_network(path, self.network_, self.classes_, extra, average=getattr(self, "weight_average_", None))
@@ -1175,6 +1189,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 described = {"architecture": name}
         if loaded.average is not None:  # the model predicts with its average: say so
             described["ema_decay"] = loaded.average.decay
+        if loaded.extra.get("test_time_flips") is True:
+            described["test_time_flips"] = True
         estimator = cls(**{**described, **params})
         with _unchanged_on_error(estimator):
             estimator._adopt(path, *loaded)
@@ -1254,10 +1270,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Logits in float32 for float32 input, else in float64 (scikit-learn's
         convention), whatever the dtype the network computes in."""
         network = self._prediction_network()
+        if not _is_bool(self.test_time_flips):
+            raise ValueError(f"test_time_flips must be True or False; got {self.test_time_flips!r}")
         as_float32 = getattr(X, "dtype", None) == np.float32
-        images = self._validate_input(X, reset=False)
+        images = self._validate_input(X, reset=False)  # (n, C, H, W)
         self._check_input_range(images)
         logits = network.predict_logits(images)
+        if self.test_time_flips:
+            # log of the mean of the two probability vectors: softmax of it
+            # is that mean, argmax its most probable class
+            mirrored = network.predict_logits(images[..., ::-1])
+            logits = np.logaddexp(log_softmax(logits), log_softmax(mirrored)) - logits.dtype.type(np.log(2))
         return logits if as_float32 else logits.astype(np.float64, copy=False)
 
     def _check_input_range(self, X):

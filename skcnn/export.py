@@ -273,8 +273,8 @@ def export_onnx(estimator, path):
     ImportError
         When the ``onnx`` package is missing (``pip install "skcnn[onnx]"``).
     ValueError
-        For a layer type or class labels that cannot be exported; nothing is
-        written then.
+        For a layer type or class labels that cannot be exported, or an
+        estimator with ``test_time_flips=True``; nothing is written then.
     sklearn.exceptions.NotFittedError
         For an estimator that is not fitted.
 
@@ -304,6 +304,13 @@ def export_onnx(estimator, path):
             'export_onnx needs the onnx package: pip install "skcnn[onnx]" (or pip install onnx)'
         ) from exc
     check_is_fitted(estimator)
+    if getattr(estimator, "test_time_flips", False):
+        raise ValueError(
+            "export_onnx writes one pass of the network, but this estimator predicts with "
+            "test_time_flips=True (two passes, the mirror image's too): its ONNX model would "
+            "predict differently. Call estimator.set_params(test_time_flips=False) to export "
+            "the network alone."
+        )
     c, h, w = estimator.input_shape_
     g = _Graph(onnx)
     scores, _ = _export_stack(g, estimator._prediction_network().layers, "input", (h, w, c))

@@ -83,15 +83,6 @@ def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, ca
     # a mirror image of a symmetric image is itself: flips change nothing
     assert result["test_accuracy_with_flips"] == result["test_accuracy"]
 
-    class Probe:  # votes for class 0 by twice the top-left pixel, for class 1 by the bottom-left one
-        classes_ = np.array([0, 1])
-
-        def predict_proba(self, Z):
-            return np.stack([2 * Z[:, 0, 0], Z[:, -1, 0]], axis=1)
-
-    Z = np.array([[[1.0, 5.0], [4.0, 0.0]]])  # alone: (2, 4), class 1; its mirror: (10, 0)
-    assert accuracy.flip_accuracy(Probe(), Z, np.array([0])) == 1.0
-
 
 def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
     accuracy = load("accuracy")

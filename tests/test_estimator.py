@@ -480,3 +480,35 @@ def test_prediction_on_another_scale_than_training_warns(digits_split, tmp_path)
     assert scaled.input_range_ == pytest.approx((0.0, 16 / 12))
     with pytest.warns(InputRangeWarning):  # new data on another scale than the first fit's
         scaled.partial_fit(X_train[:50] * 16, y_train[:50])
+
+
+def test_test_time_flips_average_each_image_with_its_mirror_image(digits_split, tmp_path):
+    X_train, X_test, y_train, y_test = digits_split
+    clf = CNNClassifier(max_iter=2, random_state=0).fit(X_train, y_train)
+    images = X_test.reshape(-1, 1, 8, 8)
+    plain, mirrored = clf.predict_proba(images), clf.predict_proba(images[..., ::-1])
+    flipping = clone(clf).set_params(test_time_flips=True)
+    flipping.__dict__.update({k: v for k, v in clf.__dict__.items() if k.endswith("_")})  # the same fit
+    expected = (plain + mirrored) / 2
+    for X in (images, X_test, images.transpose(0, 2, 3, 1)):  # 4-D, flat rows, channels-last: W is mirrored
+        np.testing.assert_allclose(flipping.predict_proba(X), expected, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(np.exp(flipping.predict_log_proba(images)), expected, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(flipping.predict(images), clf.classes_[expected.argmax(axis=1)])
+    assert not np.allclose(expected, plain)  # digits are not symmetric: the mirror counts
+    symmetric = np.concatenate([images[..., :4], images[..., 3::-1]], axis=3)
+    np.testing.assert_allclose(flipping.predict_proba(symmetric), clf.predict_proba(symmetric), rtol=1e-6)
+    # the saved model predicts with them too; ONNX export, one pass, refuses them
+    flipping.save_params(tmp_path / "flips.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "flips.npz")
+    assert loaded.test_time_flips is True
+    np.testing.assert_array_equal(loaded.predict_proba(images), flipping.predict_proba(images))
+    clf.save_params(tmp_path / "plain.npz")
+    assert CNNClassifier.from_params_file(tmp_path / "plain.npz").test_time_flips is False
+    pytest.importorskip("onnx")
+    from skcnn.export import export_onnx
+
+    with pytest.raises(ValueError, match=r"test_time_flips=True.*set_params\(test_time_flips=False\)"):
+        export_onnx(flipping, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+    with pytest.raises(ValueError, match="test_time_flips must be True or False; got 'yes'"):
+        flipping.set_params(test_time_flips="yes").predict(images)
