@@ -12,8 +12,8 @@ the accuracy of the saved file's model on the 10,000 test images:
 
 --minutes sets the epochs from a measured epoch time (one epoch of a copy on
 a slice of the data, timed first: on a busy machine the budget buys fewer
-epochs). --ablation trains fashion-best, the deep-25 configuration and
-fashion-best without each of its tricks on a short budget (e.g. --n-train
+epochs). --ablation trains resnet-tricks, the deep-25 configuration and
+resnet-tricks without each of its tricks on a short budget (e.g. --n-train
 10000 --max-epochs 3) and prints what each trick adds, and whether averaging
 the predictions of the images and their mirror images (test-time flips) would.
 
@@ -47,9 +47,14 @@ CONFIGS = {
     "deep-15": dict(architecture="deep", max_iter=15, learning_rate="cosine", augment="shift+flip"),
     # the same, trained longer: about 25 minutes here
     "deep-25": dict(architecture="deep", max_iter=25, learning_rate="cosine", augment="shift+flip"),
-    # issue 17: the resnet preset with every trick that paid on short runs;
-    # max_iter is the default, --minutes replaces it
+    # issue 17, the best in 30 minutes measured here: deep-25's settings, and
+    # prediction with test-time flips (saved in the file); --minutes sets max_iter
     "fashion-best": dict(
+        architecture="deep", max_iter=25, learning_rate="cosine", augment="shift+flip", test_time_flips=True
+    ),
+    # the resnet preset with the techniques the literature recommends; on 30
+    # minutes here it lost to the deep preset, and the techniques did not pay
+    "resnet-tricks": dict(
         architecture="resnet",
         max_iter=15,
         learning_rate="cosine",
@@ -60,11 +65,10 @@ CONFIGS = {
     ),
 }
 
-# the same techniques on the deep preset (the ablation's "deep preset instead of
-# resnet" row): which of the two wins in 30 minutes is not measured yet
-CONFIGS["fashion-best-deep"] = dict(CONFIGS["fashion-best"], architecture="deep")
+# the same techniques on the deep preset (the ablation's "deep preset instead of resnet" row)
+CONFIGS["deep-tricks"] = dict(CONFIGS["resnet-tricks"], architecture="deep")
 
-#: --ablation: fashion-best without one trick at a time (name -> changed parameters).
+#: --ablation: resnet-tricks without one trick at a time (name -> changed parameters).
 ABLATION = {
     "deep preset instead of resnet": dict(architecture="deep"),
     "without weight averaging": dict(ema_decay=0.0),
@@ -161,23 +165,23 @@ def run(name, params, data, max_epochs=None, seed=0, out=None, minutes=None, fli
 
 
 def ablation(data, max_epochs, seed):
-    """fashion-best, deep-25 and fashion-best without each trick, on one budget."""
-    best = dict(CONFIGS["fashion-best"], max_iter=max_epochs)
-    rows = [("fashion-best", best), ("deep-25 configuration", dict(CONFIGS["deep-25"], max_iter=max_epochs))]
+    """resnet-tricks, deep-25 and resnet-tricks without each trick, on one budget."""
+    best = dict(CONFIGS["resnet-tricks"], max_iter=max_epochs)
+    rows = [("resnet-tricks", best), ("deep-25 configuration", dict(CONFIGS["deep-25"], max_iter=max_epochs))]
     rows += [(name, dict(best, **change)) for name, change in ABLATION.items()]
     results = []
     for name, params in rows:
         print(f"== ablation / {name}", file=sys.stderr, flush=True)
-        result = run(name, params, data, seed=seed, flips=name == "fashion-best")
+        result = run(name, params, data, seed=seed, flips=name == "resnet-tricks")
         results.append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)
     full = results[0]["test_accuracy"]
     print(f"{len(data[2])} training images, {max_epochs} epochs, seed {seed}")
     print(f"{'configuration':32} {'train s':>8} {'test acc':>8} {'trick adds':>10}")
     for r in results:
-        adds = f"{full - r['test_accuracy']:+10.4f}" if r["config"] != "fashion-best" else ""
+        adds = f"{full - r['test_accuracy']:+10.4f}" if r["config"] != "resnet-tricks" else ""
         print(f"{r['config']:32} {r['train_seconds']:8.1f} {r['test_accuracy']:8.4f} {adds}")
-    print(f"fashion-best with test-time flips: {results[0]['test_accuracy_with_flips']:.4f}")
+    print(f"resnet-tricks with test-time flips: {results[0]['test_accuracy_with_flips']:.4f}")
     return results
 
 
@@ -193,7 +197,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="save the (one) trained model to this parameter file "
                         "and score the model loaded from it")  # fmt: skip
     parser.add_argument("--ablation", action="store_true",
-                        help="what each trick of fashion-best adds, on --n-train images for --max-epochs")  # fmt: skip
+                        help="what each trick of resnet-tricks adds, on --n-train images for --max-epochs")  # fmt: skip
     parser.add_argument("--flips", action="store_true",
                         help="also report accuracy with test_time_flips=True (the saved model predicts without them, so not what counts)")  # fmt: skip
     parser.add_argument("--json", action="store_true")

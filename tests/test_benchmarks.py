@@ -58,7 +58,7 @@ def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
     X = X.reshape(-1, 8, 8).astype("float32")
     data = (X[:120], X[1500:1600], y[:120], y[1500:1600])
     out = tmp_path / "best.npz"
-    result = accuracy.run("fashion-best", accuracy.CONFIGS["fashion-best"], data, seed=1, out=out, minutes=0.001)
+    result = accuracy.run("resnet-tricks", accuracy.CONFIGS["resnet-tricks"], data, seed=1, out=out, minutes=0.001)
     assert result["epochs"] == 1  # a tiny budget still trains one epoch
     assert "epochs in 0.001 min" in capsys.readouterr().err
     # the figure that counts is the saved file's model's, and it predicts as the trained one did
@@ -67,6 +67,10 @@ def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
 
     loaded = CNNClassifier.from_params_file(out)
     assert loaded.architecture == "resnet" and loaded.ema_decay == 0.999
+    # fashion-best predicts with test-time flips: its saved file does too
+    best = accuracy.run("fashion-best", accuracy.CONFIGS["fashion-best"], data, max_epochs=1, out=tmp_path / "b.npz")
+    assert CNNClassifier.from_params_file(tmp_path / "b.npz").test_time_flips is True
+    assert best["saved_file_test_accuracy"] == best["test_accuracy"]
 
 
 def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, capsys):
