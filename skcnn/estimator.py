@@ -24,15 +24,16 @@ from .optimizers import SOLVERS, make_optimizer
 from .persistence import ParameterFileError, load_network, save_network
 from .trainer import LEARNING_RATES, History, Trainer, warn_user
 
+__all__ = ["CNNClassifier", "InputRangeWarning"]
+
+_NO_Y = object()  # _validate_input without y (None is a y, and an invalid one)
+
 
 class InputRangeWarning(UserWarning):
     """``predict``'s input is on another scale than ``fit``'s (e.g. pixels
     0-255 for a model trained on ``X / 255``): its predictions would be
     meaningless."""
 
-__all__ = ["CNNClassifier"]
-
-_NO_Y = object()  # _validate_input without y (None is a y, and an invalid one)
 
 #: batch_size="auto" trains on min(AUTO_BATCH, n_samples) samples per step.
 AUTO_BATCH = 100
@@ -1303,7 +1304,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         x_lo, x_hi = float(X.min()), float(X.max())
         if x_hi > hi + span or x_lo < lo - span:
             hint = (
-                "divide it as the training data was divided (a model trained on X / 255 "
+                "scale it as the training data was scaled (a model trained on X / 255 "
                 "needs X / 255 here too)"
             )
         elif hi >= 10 and 0 <= x_lo and x_hi <= 1 and x_hi > x_lo:
