@@ -631,6 +631,14 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"X must be 2-D, 3-D (n, H, W) or 4-D (n, C, H, W) or (n, H, W, C); got {ndim}-D"
                 )
+            elif ndim == 2 and not reset and hasattr(self, "input_shape_"):
+                c, h, w = self.input_shape_
+                if c == 1 and np.shape(X) == (h, w) and h * w != w:  # rows of one picture
+                    raise ValueError(
+                        f"X has {h} rows of {w} features, but {type(self).__name__} expects "
+                        f"{h * w} features a row: one {h}x{w} picture? Give it a batch axis: "
+                        "X[np.newaxis]."
+                    )
         common = dict(reset=reset, dtype=self._input_dtype(X, reset), accept_sparse=False)
         if y is _NO_Y:
             X = validate_data(self, X, **common)

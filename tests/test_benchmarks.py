@@ -71,6 +71,12 @@ def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
     best = accuracy.run("fashion-best", accuracy.CONFIGS["fashion-best"], data, max_epochs=1, out=tmp_path / "b.npz")
     assert CNNClassifier.from_params_file(tmp_path / "b.npz").test_time_flips is True
     assert best["saved_file_test_accuracy"] == best["test_accuracy"]
+    # --flips reports both ways, and leaves the model's own setting
+    model = CNNClassifier.from_params_file(tmp_path / "b.npz")
+    without = accuracy.flip_accuracy(model, data[1], data[3], flips=False)
+    assert model.test_time_flips is True
+    plain = model.set_params(test_time_flips=False).predict(data[1])
+    assert without == float(np.mean(plain == data[3]))
 
 
 def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, capsys):
@@ -85,7 +91,7 @@ def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, ca
     accuracy.main(["--config", "origin-5", "--dataset", "fashion-mnist", "--max-epochs", "2", "--flips", "--json"])
     result = json.loads(capsys.readouterr().out)["results"][0]
     # a mirror image of a symmetric image is itself: flips change nothing
-    assert result["test_accuracy_with_flips"] == result["test_accuracy"]
+    assert result["test_accuracy_with_flips"] == result["test_accuracy"] == result["test_accuracy_without_flips"]
 
 
 def test_accuracy_refuses_out_with_several_configs_before_training(capsys):

@@ -421,6 +421,8 @@ def test_grey_images_are_read_in_either_layout(digits_split, tmp_path):
                 np.testing.assert_array_equal(model.predict_proba(X), expected)
         with pytest.raises(ValueError, match=r"batch axis: X\[np\.newaxis\]"):
             clf.predict(images[0].transpose(1, 2, 0))  # one picture without its batch axis
+        with pytest.raises(ValueError, match=r"8 rows of 8 features.*64.*batch axis: X\[np\.newaxis\]"):
+            clf.predict(images[0, 0])  # one grey picture (H, W), read as H rows
 
 
 def test_a_parameter_file_keeps_the_order_of_flat_rows(colour_images, tmp_path):
