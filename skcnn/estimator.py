@@ -562,12 +562,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # -- parameters --------------------------------------------------------------
 
+    def _check_param(self, name):
+        """Reject an invalid value of the hyperparameter ``name`` (one with an
+        entry in ``_CONSTRAINTS``), naming it and what is allowed."""
+        valid, allowed = _CONSTRAINTS[name]
+        value = getattr(self, name)
+        if not valid(value):
+            raise ValueError(f"{name} must be {allowed}; got {value!r}")
+
     def _check_params(self):
         """Reject invalid hyperparameters, naming the parameter and what is allowed."""
-        for name, (valid, allowed) in _CONSTRAINTS.items():
-            value = getattr(self, name)
-            if not valid(value):
-                raise ValueError(f"{name} must be {allowed}; got {value!r}")
+        for name in _CONSTRAINTS:
+            self._check_param(name)
         if self.augment is not None:
             Augmenter(self.augment)  # raises a ValueError naming augment
         if self.warmup_fraction and self.learning_rate == "adaptive":
@@ -633,7 +639,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 )
             elif ndim == 2 and not reset and hasattr(self, "input_shape_"):
                 c, h, w = self.input_shape_
-                if c == 1 and np.shape(X) == (h, w) and h * w != w:  # rows of one picture
+                if c == 1 and h > 1 and np.shape(X) == (h, w):  # rows of one picture
                     raise ValueError(
                         f"X has {h} rows of {w} features, but {type(self).__name__} expects "
                         f"{h * w} features a row: one {h}x{w} picture? Give it a batch axis: "
@@ -906,9 +912,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.class_weight_ = self._class_weights(y)
         sw = self._weigh_classes(sw, y_idx)
 
-        if not fresh:  # the input scaling is the first fit's: new data must be on its scale
-            self._check_input_range(X)
         low, high = (float(X.min()), float(X.max())) if X.size else (np.inf, -np.inf)
+        if not fresh:  # the input scaling is the first fit's: new data must be on its scale
+            self._check_input_range(low, high)
         if fresh or getattr(self, "input_range_", None) is None:
             self.input_range_ = (low, high)
         else:  # partial_fit and warm starts widen it
@@ -1279,11 +1285,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Logits in float32 for float32 input, else in float64 (scikit-learn's
         convention), whatever the dtype the network computes in."""
         network = self._prediction_network()
-        if not _is_bool(self.test_time_flips):
-            raise ValueError(f"test_time_flips must be True or False; got {self.test_time_flips!r}")
+        self._check_param("test_time_flips")  # the one parameter prediction reads
         as_float32 = getattr(X, "dtype", None) == np.float32
         images = self._validate_input(X, reset=False)  # (n, C, H, W)
-        self._check_input_range(images)
+        if images.size:
+            self._check_input_range(float(images.min()), float(images.max()))
         logits = network.predict_logits(images)
         if self.test_time_flips:
             # log of the mean of the two probability vectors: softmax of it
@@ -1292,9 +1298,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             logits = np.logaddexp(log_softmax(logits), log_softmax(mirrored)) - logits.dtype.type(np.log(2))
         return logits if as_float32 else logits.astype(np.float64, copy=False)
 
-    def _check_input_range(self, X):
-        """Warn (:class:`InputRangeWarning`) when X's values are on another
-        scale than the training data's (``input_range_``, [lo, hi]):
+    def _check_input_range(self, x_lo, x_hi):
+        """Warn (:class:`InputRangeWarning`) when X's values, from ``x_lo``
+        to ``x_hi``, are on another scale than the training data's
+        (``input_range_``, [lo, hi]):
 
         * some lie further outside [lo, hi] than its own width (pixels
           0-255 given to a model trained on ``X / 255``), or
@@ -1307,9 +1314,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """
         lo, hi = getattr(self, "input_range_", None) or (0.0, 0.0)
         span = hi - lo
-        if not span > 0 or X.size == 0:
+        if not span > 0 or x_lo > x_hi:  # (an empty X: inf, -inf)
             return
-        x_lo, x_hi = float(X.min()), float(X.max())
         if x_hi > hi + span or x_lo < lo - span:
             hint = (
                 "scale it as the training data was scaled (a model trained on X / 255 "
