@@ -88,24 +88,30 @@ ABLATION = {
 BUDGET_SHARE = 0.9
 
 
-def epochs_for(minutes, params, X_train, y_train, seed, calibration=3000):
+def epochs_for(minutes, params, X_train, y_train, seed, calibration=2000, rounds=3):
     """Epochs of ``params`` that fit in ``minutes`` on this machine now: one
-    epoch of a copy on ``calibration`` images is timed and scaled to the
-    whole training set (whole epochs within :data:`BUDGET_SHARE` of the
-    minutes, at least one). The copy is built and warmed on a few images
-    first: timing its first fit as well counted the set-up 20 times over (13
-    epochs took 24.9 of 30 minutes)."""
+    epoch of a copy on ``calibration`` images is timed ``rounds`` times, and
+    the median scaled to the whole training set (whole epochs within
+    :data:`BUDGET_SHARE` of the minutes, at least one). The copy is built and
+    warmed on a few images first: timing its first fit as well counted the
+    set-up 20 times over (13 epochs took 24.9 of 30 minutes). The median, not
+    one timing: a single timing of 3,000 images that another process slowed
+    came out 1.35 minutes an epoch where the run's epochs took 62-74 s, and
+    left a third of the budget unused."""
     n = min(calibration, len(y_train))
     probe = CNNClassifier(random_state=seed, **dict(params, max_iter=1, verbose=0, warm_start=True))
+    timings = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # one epoch a fit, on purpose
         probe.fit(X_train[: min(300, n)], y_train[: min(300, n)])
-        start = time.perf_counter()
-        probe.fit(X_train[:n], y_train[:n])
-        epoch_seconds = (time.perf_counter() - start) * len(y_train) / n
+        for _ in range(rounds):
+            start = time.perf_counter()
+            probe.fit(X_train[:n], y_train[:n])
+            timings.append(time.perf_counter() - start)
+    epoch_seconds = float(np.median(timings)) * len(y_train) / n
     epochs = max(1, math.floor(BUDGET_SHARE * minutes * 60 / epoch_seconds))
-    print(f"one epoch takes about {epoch_seconds / 60:.2f} min here now (load {load()}): "
-          f"{epochs} epochs in {minutes:g} min", file=sys.stderr, flush=True)  # fmt: skip
+    print(f"one epoch takes about {epoch_seconds / 60:.2f} min here now (median of {rounds} timings on {n} images, "
+          f"load {load()}): {epochs} epochs in {minutes:g} min", file=sys.stderr, flush=True)  # fmt: skip
     return epochs, epoch_seconds
 
 

@@ -125,6 +125,26 @@ def test_accuracy_budget_leaves_a_margin_for_the_estimate(monkeypatch, capsys):
     assert "13 epochs in 30 min" in capsys.readouterr().err
 
 
+def test_accuracy_budget_is_not_thrown_by_one_slowed_timing(monkeypatch):
+    accuracy = load("accuracy")
+    clock = [0.0]
+    slow = iter([1.0, 1.0, 1.35, 1.0, 1.0])  # warm-up, then 3 timed epochs: the first slowed by a third
+
+    class TimedProbe:  # 6 s an epoch of 3,000 images at full speed: 2 min for 60,000
+        def __init__(self, **params):
+            pass
+
+        def fit(self, X, y):
+            clock[0] += next(slow) * 6.0 * len(y) / 3000
+
+    monkeypatch.setattr(accuracy, "CNNClassifier", TimedProbe)
+    monkeypatch.setattr(accuracy.time, "perf_counter", lambda: clock[0])
+    X, y = [[0.0]] * 60000, [0] * 60000
+    epochs, epoch_seconds = accuracy.epochs_for(30, {}, X, y, seed=0)
+    assert epoch_seconds == pytest.approx(120.0)  # the median of the three, not the slowed one
+    assert epochs == 13
+
+
 @pytest.mark.parametrize("n_train,noted", [(600, True), (2000, False)])
 def test_speed_says_when_float64_input_stays_float64(n_train, noted, monkeypatch, capsys):
     speed = load("speed")
