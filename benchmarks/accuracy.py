@@ -10,12 +10,13 @@ the accuracy of the saved file's model on the 10,000 test images:
     python benchmarks/accuracy.py --config fashion-best --dataset fashion-mnist \
         --out best.npz --minutes 30 --seed 0
 
---minutes sets the epochs from a measured epoch time (one epoch of a copy on
-a slice of the data, timed first: on a busy machine the budget buys fewer
-epochs). --ablation trains resnet-tricks, the deep-25 configuration and
-resnet-tricks without each of its tricks on a short budget (e.g. --n-train
-10000 --max-epochs 3) and prints what each trick adds, and whether averaging
-the predictions of the images and their mirror images (test-time flips) would.
+--minutes sets the epochs from a measured epoch time (the median of three
+timed epochs of a copy on a slice of the data: on a busy machine the budget buys fewer
+epochs). --ablation trains fashion-best, the configurations it is compared with
+(deep-adam-flips: Adam instead of Nesterov momentum) and fashion-best with one
+change at a time on a short budget (e.g. --n-train 20000 --max-epochs 6), each
+scored with and without test-time flips, and prints what each part adds;
+--ablation resnet-tricks does the same for resnet-tricks' techniques.
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist package when installed
 (/usr/share/datasets/fashion-mnist), else from OpenML. MNIST needs OpenML (or
@@ -81,13 +82,29 @@ CONFIGS = {
 # the same techniques on the deep preset (the ablation's "deep preset instead of resnet" row)
 CONFIGS["deep-tricks"] = dict(CONFIGS["resnet-tricks"], architecture="deep")
 
-#: --ablation: resnet-tricks without one trick at a time (name -> changed parameters).
-ABLATION = {
-    "deep preset instead of resnet": dict(architecture="deep"),
-    "without weight averaging": dict(ema_decay=0.0),
-    "without label smoothing": dict(label_smoothing=0.0),
-    "without warm-up": dict(warmup_fraction=0.0),
-    "without random erasing": dict(augment="shift+flip"),
+#: --ablation CONFIG: the configurations it is compared with, then CONFIG with
+#: one change at a time (row name -> changed parameters).
+ABLATIONS = {
+    "fashion-best": (
+        ["deep-adam-flips"],  # Adam 1e-3, without weight decay: fashion-best before
+        {
+            "Nesterov from 0.05": dict(learning_rate_init=0.05),
+            "Nesterov from 0.2": dict(learning_rate_init=0.2),
+            "without weight decay": dict(weight_decay=0.0),
+            "constant rate, no cosine": dict(learning_rate="constant"),
+            "without shifts and flips": dict(augment=None),
+        },
+    ),
+    "resnet-tricks": (
+        ["deep-25"],
+        {
+            "deep preset instead of resnet": dict(architecture="deep"),
+            "without weight averaging": dict(ema_decay=0.0),
+            "without label smoothing": dict(label_smoothing=0.0),
+            "without warm-up": dict(warmup_fraction=0.0),
+            "without random erasing": dict(augment="shift+flip"),
+        },
+    ),
 }
 
 
@@ -184,24 +201,28 @@ def run(name, params, data, max_epochs=None, seed=0, out=None, minutes=None, fli
     return result
 
 
-def ablation(data, max_epochs, seed):
-    """resnet-tricks, deep-25 and resnet-tricks without each trick, on one budget."""
-    best = dict(CONFIGS["resnet-tricks"], max_iter=max_epochs)
-    rows = [("resnet-tricks", best), ("deep-25 configuration", dict(CONFIGS["deep-25"], max_iter=max_epochs))]
-    rows += [(name, dict(best, **change)) for name, change in ABLATION.items()]
+def ablation(config, data, max_epochs, seed):
+    """``config``, the configurations :data:`ABLATIONS` compares it with, and
+    ``config`` with each change, on one budget; every row is scored with and
+    without test-time flips (which cost no training)."""
+    full = dict(CONFIGS[config], max_iter=max_epochs)
+    compared, changes = ABLATIONS[config]
+    rows = [(config, full)] + [(name, dict(CONFIGS[name], max_iter=max_epochs)) for name in compared]
+    rows += [(name, dict(full, **change)) for name, change in changes.items()]
     results = []
     for name, params in rows:
         print(f"== ablation / {name}", file=sys.stderr, flush=True)
-        result = run(name, params, data, seed=seed, flips=name == "resnet-tricks")
+        result = run(name, params, data, seed=seed, flips=True)
         results.append(result)
         print(json.dumps(result), file=sys.stderr, flush=True)
-    full = results[0]["test_accuracy"]
+    own = results[0]["test_accuracy"]  # with the configuration's own test_time_flips setting
     print(f"{len(data[2])} training images, {max_epochs} epochs, seed {seed}")
-    print(f"{'configuration':32} {'train s':>8} {'test acc':>8} {'trick adds':>10}")
+    print(f"{'configuration':32} {'train s':>8} {'test acc':>8} {'no flips':>8} {'flips':>8} {config + ' minus row':>24}")
     for r in results:
-        adds = f"{full - r['test_accuracy']:+10.4f}" if r["config"] != "resnet-tricks" else ""
-        print(f"{r['config']:32} {r['train_seconds']:8.1f} {r['test_accuracy']:8.4f} {adds}")
-    print(f"resnet-tricks with test-time flips: {results[0]['test_accuracy_with_flips']:.4f}")
+        minus = f"{own - r['test_accuracy']:+24.4f}" if r["config"] != config else ""
+        print(f"{r['config']:32} {r['train_seconds']:8.1f} {r['test_accuracy']:8.4f} "
+              f"{r['test_accuracy_without_flips']:8.4f} {r['test_accuracy_with_flips']:8.4f} {minus}")  # fmt: skip
+    print("test acc: each configuration's own setting of test_time_flips")
     return results
 
 
@@ -216,8 +237,9 @@ def main(argv=None):
                         help="training budget: epochs set from a measured epoch time")  # fmt: skip
     parser.add_argument("--out", default=None, help="save the (one) trained model to this parameter file "
                         "and score the model loaded from it")  # fmt: skip
-    parser.add_argument("--ablation", action="store_true",
-                        help="what each trick of resnet-tricks adds, on --n-train images for --max-epochs")  # fmt: skip
+    parser.add_argument("--ablation", nargs="?", const="fashion-best", choices=sorted(ABLATIONS), default=None,
+                        help="what each trick of fashion-best (or the configuration named) adds, on --n-train "
+                        "images for --max-epochs")  # fmt: skip
     parser.add_argument("--flips", action="store_true",
                         help="also report the test accuracy with and without test_time_flips (what counts is the saved "
                         "model's, with the configuration's own setting)")  # fmt: skip
@@ -231,7 +253,7 @@ def main(argv=None):
         folder = os.path.dirname(os.path.abspath(args.out))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             parser.error(f"--out: cannot write to {folder}")
-    if args.ablation and args.max_epochs is None:
+    if args.ablation is not None and args.max_epochs is None:
         parser.error("--ablation needs --max-epochs (and usually --n-train): it trains seven models")
     results = []
     for dataset in args.dataset or ["fashion-mnist", "mnist"]:
@@ -242,8 +264,8 @@ def main(argv=None):
             continue
         if args.n_train:
             data = (data[0][: args.n_train], data[1], data[2][: args.n_train], data[3])
-        if args.ablation:
-            ablation(data, args.max_epochs, args.seed)
+        if args.ablation is not None:
+            ablation(args.ablation, data, args.max_epochs, args.seed)
             continue
         for name in args.config or list(CONFIGS):
             print(f"== {dataset} / {name}", file=sys.stderr, flush=True)

@@ -160,3 +160,28 @@ def test_speed_says_when_float64_input_stays_float64(n_train, noted, monkeypatch
     out = capsys.readouterr().out
     # 2,000 images of 28x28 are 1,568,000 values: above dtype="auto"'s million, so float32
     assert ("float64 input then trains and predicts in float64" in out) is noted
+
+
+@pytest.mark.parametrize("config", ["fashion-best", "resnet-tricks"])
+def test_ablation_changes_one_thing_a_row_on_one_budget(config, monkeypatch, capsys):
+    accuracy = load("accuracy")
+    trained = []
+
+    def run(name, params, data, seed=0, flips=False):  # records what would be trained
+        trained.append((name, params))
+        acc = 0.9 - 0.01 * len(trained)
+        return {"config": name, "train_seconds": 1.0, "test_accuracy": acc,
+                "test_accuracy_with_flips": acc + 0.002, "test_accuracy_without_flips": acc}  # fmt: skip
+
+    monkeypatch.setattr(accuracy, "run", run)
+    data = (None, None, np.zeros(100), None)
+    accuracy.ablation(config, data, max_epochs=2, seed=0)
+    compared, changes = accuracy.ABLATIONS[config]
+    assert [name for name, _ in trained] == [config, *compared, *changes]
+    assert all(params["max_iter"] == 2 for _, params in trained)
+    full = dict(accuracy.CONFIGS[config], max_iter=2)
+    for name, params in trained[1 + len(compared) :]:
+        differing = {k for k in set(full) | set(params) if full.get(k) != params.get(k)}
+        assert differing == set(changes[name]), name  # exactly the row's change
+    out = capsys.readouterr().out
+    assert f"{'+0.0100':>24}" in out and f"{config} minus row" in out
