@@ -7,7 +7,7 @@
 The best configuration, trained within a time budget and saved; what counts is
 the accuracy of the saved file's model on the 10,000 test images:
 
-    python benchmarks/accuracy.py --config fashion-best --dataset fashion-mnist \
+    python benchmarks/accuracy.py --config fashion-best --dataset fashion-mnist \\
         --out best.npz --minutes 30 --seed 0
 
 --minutes sets the epochs from a measured epoch time (the median of three
@@ -92,7 +92,7 @@ ABLATIONS = {
             "Nesterov from 0.2": dict(learning_rate_init=0.2),
             "without weight decay": dict(weight_decay=0.0),
             "constant rate, no cosine": dict(learning_rate="constant"),
-            "without shifts and flips": dict(augment=None),
+            "without shifts and flips (nor test-time flips)": dict(augment=None, test_time_flips=False),
         },
     ),
     "resnet-tricks": (
@@ -176,7 +176,8 @@ def run(name, params, data, max_epochs=None, seed=0, out=None, minutes=None, fli
     clf = CNNClassifier(random_state=seed, verbose=1, **params)
     load_before = load()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # the epochs' progress lines: stdout is for results (--json)
+    with contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():  # progress lines: stdout is for results
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the fixed number of epochs is on purpose
         clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start
     result = {
@@ -194,7 +195,9 @@ def run(name, params, data, max_epochs=None, seed=0, out=None, minutes=None, fli
         result["test_accuracy_with_flips"] = round(flip_accuracy(clf, X_test, y_test), 4)
         result["test_accuracy_without_flips"] = round(flip_accuracy(clf, X_test, y_test, flips=False), 4)
     if out is not None:
-        clf.save_params(out, metadata={"config": name, "seed": seed, "train_seconds": result["train_seconds"]})
+        # the training options are not parameters a loaded model restores: the metadata records them
+        metadata = {"config": name, "params": params, "seed": seed, "train_seconds": result["train_seconds"]}
+        clf.save_params(out, metadata=metadata)
         saved = CNNClassifier.from_params_file(out)  # what counts: the file's model
         result["saved_file"] = str(out)
         result["saved_file_test_accuracy"] = round(float(np.mean(saved.predict(X_test) == y_test)), 4)
@@ -245,12 +248,22 @@ def main(argv=None):
                         "model's, with the configuration's own setting)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if args.minutes is not None and args.minutes <= 0:
-        parser.error("--minutes must be > 0")
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        parser.error("--minutes must be a finite number > 0")
+    for flag in ("n_train", "max_epochs"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    if args.ablation is not None:
+        given = [f for f in ("config", "out", "minutes", "json") if getattr(args, f) not in (None, False)]
+        if given:
+            parser.error(f"--ablation trains its own rows and prints a table: it cannot be combined with "
+                         f"{', '.join('--' + f for f in given)}")  # fmt: skip
     if args.out is not None and (len(args.config or CONFIGS) != 1 or len(args.dataset or "ab") != 1):
         parser.error("--out saves one model: give one --config and one --dataset")
     if args.out is not None:  # a trained model is never lost to a bad path: check it first
         folder = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out):
+            parser.error(f"--out: {args.out} is a folder; give a file name, e.g. {os.path.join(args.out, 'best.npz')}")
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             parser.error(f"--out: cannot write to {folder}")
     if args.ablation is not None and args.max_epochs is None:
@@ -262,7 +275,7 @@ def main(argv=None):
         except DatasetUnavailableError as exc:
             print(f"{dataset}: not measured: {exc}", file=sys.stderr)
             continue
-        if args.n_train:
+        if args.n_train is not None:
             data = (data[0][: args.n_train], data[1], data[2][: args.n_train], data[3])
         if args.ablation is not None:
             ablation(args.ablation, data, args.max_epochs, args.seed)

@@ -70,6 +70,10 @@ def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
     # fashion-best predicts with test-time flips: its saved file does too
     best = accuracy.run("fashion-best", accuracy.CONFIGS["fashion-best"], data, max_epochs=1, out=tmp_path / "b.npz")
     assert CNNClassifier.from_params_file(tmp_path / "b.npz").test_time_flips is True
+    from skcnn.persistence import load_network
+
+    recorded = load_network(tmp_path / "b.npz").extra["metadata"]["params"]  # how it was trained
+    assert recorded["solver"] == "nesterov" and recorded["weight_decay"] == 5e-4 and recorded["max_iter"] == 1
     assert best["saved_file_test_accuracy"] == best["test_accuracy"]
     # --flips reports both ways, and leaves the model's own setting
     model = CNNClassifier.from_params_file(tmp_path / "b.npz")
@@ -102,6 +106,35 @@ def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
     with pytest.raises(SystemExit):
         accuracy.main(["--ablation", "--dataset", "fashion-mnist"])
     assert "--ablation needs --max-epochs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--n-train", "0"], "--n-train must be >= 1"),
+        (["--n-train", "-100"], "--n-train must be >= 1"),
+        (["--max-epochs", "0"], "--max-epochs must be >= 1"),
+        (["--minutes", "nan"], "--minutes must be a finite number > 0"),
+        (["--minutes", "inf"], "--minutes must be a finite number > 0"),
+        (["--minutes", "0"], "--minutes must be a finite number > 0"),
+        (["--ablation", "--max-epochs", "1", "--config", "fashion-best"], "cannot be combined with --config"),
+        (["--ablation", "--max-epochs", "1", "--json", "--minutes", "5"], "cannot be combined with --minutes, --json"),
+    ],
+)
+def test_accuracy_refuses_bad_arguments_before_loading_data(argv, message, monkeypatch, capsys):
+    accuracy = load("accuracy")
+    monkeypatch.setattr(accuracy, "load_fashion_mnist", lambda **kw: pytest.fail("loaded data"))
+    with pytest.raises(SystemExit):
+        accuracy.main(argv + ["--dataset", "fashion-mnist"])
+    assert message in capsys.readouterr().err
+
+
+def test_accuracy_refuses_a_folder_as_out_before_training(tmp_path, monkeypatch, capsys):
+    accuracy = load("accuracy")
+    monkeypatch.setattr(accuracy, "load_fashion_mnist", lambda **kw: pytest.fail("loaded data"))
+    with pytest.raises(SystemExit):
+        accuracy.main(["--config", "origin-5", "--dataset", "fashion-mnist", "--out", str(tmp_path)])
+    assert "is a folder; give a file name" in capsys.readouterr().err
 
 
 def test_accuracy_budget_leaves_a_margin_for_the_estimate(monkeypatch, capsys):
