@@ -108,8 +108,9 @@ ABLATIONS = {
 }
 
 
-#: Share of --minutes that the estimated epochs may fill. The estimate from
-#: one epoch on a slice of the data has come out between 4% high and 18% low
+#: Share of --minutes that the estimated epochs may fill. The estimate (before
+#: 2026-12-04's second stop, from one timed epoch on a slice of the data; now
+#: the median of three) has come out between 4% high and 18% low
 #: against the epochs of the run that followed (resnet, seed 0: 2.12 minutes
 #: an epoch estimated, 2.51 on average measured as the shared machine slowed
 #: during the run, so 14 epochs took 35.2 minutes). This margin covers the
