@@ -35,6 +35,12 @@ class InputRangeWarning(UserWarning):
     meaningless."""
 
 
+def _value_range(X):
+    """(min, max) of X's values as floats; (inf, -inf) for an empty X, which
+    widens no range and which :meth:`CNNClassifier._check_input_range` skips."""
+    return (float(X.min()), float(X.max())) if X.size else (np.inf, -np.inf)
+
+
 #: batch_size="auto" trains on min(AUTO_BATCH, n_samples) samples per step.
 AUTO_BATCH = 100
 
@@ -912,7 +918,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             self.class_weight_ = self._class_weights(y)
         sw = self._weigh_classes(sw, y_idx)
 
-        low, high = (float(X.min()), float(X.max())) if X.size else (np.inf, -np.inf)
+        low, high = _value_range(X)
         if not fresh:  # the input scaling is the first fit's: new data must be on its scale
             self._check_input_range(low, high)
         if fresh or getattr(self, "input_range_", None) is None:
@@ -1288,8 +1294,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self._check_param("test_time_flips")  # the one parameter prediction reads
         as_float32 = getattr(X, "dtype", None) == np.float32
         images = self._validate_input(X, reset=False)  # (n, C, H, W)
-        if images.size:
-            self._check_input_range(float(images.min()), float(images.max()))
+        self._check_input_range(*_value_range(images))
         logits = network.predict_logits(images)
         if self.test_time_flips:
             # log of the mean of the two probability vectors: softmax of it
