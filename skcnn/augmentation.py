@@ -1,8 +1,9 @@
 """On-the-fly data augmentation for training batches of images (N, C, H, W).
 
-Every function returns a new array (the input is never modified) and draws
-its randomness from the ``numpy.random.Generator`` it is given. Prediction
-never augments.
+Every function returns a new array (the input is never modified); the random
+ones draw from the ``numpy.random.Generator`` they are given. Prediction
+draws nothing at random: with ``test_time_shifts`` it averages over fixed
+:func:`translate` copies (and with ``test_time_flips`` the mirror images).
 """
 
 from functools import partial
@@ -10,7 +11,26 @@ from functools import partial
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-__all__ = ["random_shift", "random_flip", "random_erase", "AUGMENTATIONS", "Augmenter"]
+__all__ = ["translate", "random_shift", "random_flip", "random_erase", "AUGMENTATIONS", "Augmenter"]
+
+
+def _pad_with_background(x, s):
+    """``x`` (N, C, H, W) with ``s`` pixels added on every side, filled with
+    each image's corner value (the background)."""
+    n, c, h, w = x.shape
+    padded = np.empty((n, c, h + 2 * s, w + 2 * s), dtype=x.dtype)
+    padded[...] = x[:, :, :1, :1]
+    padded[:, :, s : s + h, s : s + w] = x
+    return padded
+
+
+def translate(x, dy, dx):
+    """Every image of ``x`` (N, C, H, W) moved ``dy`` pixels down and ``dx``
+    right (negative: up, left), the uncovered pixels filled with the image's
+    corner value as :func:`random_shift` fills them; same shape and dtype."""
+    h, w = x.shape[2:]
+    s = max(abs(dy), abs(dx))
+    return _pad_with_background(x, s)[:, :, s - dy : s - dy + h, s - dx : s - dx + w]
 
 
 def random_shift(x, max_shift, rng):
@@ -18,10 +38,7 @@ def random_shift(x, max_shift, rng):
     filling with the image's corner value (the background)."""
     n, c, h, w = x.shape
     s = max_shift
-    fill = x[:, :, :1, :1]
-    padded = np.empty((n, c, h + 2 * s, w + 2 * s), dtype=x.dtype)
-    padded[...] = fill
-    padded[:, :, s : s + h, s : s + w] = x
+    padded = _pad_with_background(x, s)
     dy = rng.integers(0, 2 * s + 1, n)
     dx = rng.integers(0, 2 * s + 1, n)
     # (N, C, 2s+1, 2s+1, H, W): every shifted copy as a view; pick one per image

@@ -14,7 +14,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .augmentation import Augmenter
+from .augmentation import Augmenter, translate
 from .functions import log_softmax, softmax
 from ._version import __version__
 from .images import CHANNEL_COUNTS, guess_data_format
@@ -171,6 +171,7 @@ _CONSTRAINTS = {
     "warmup_fraction": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
     "ema_decay": (_finite(0, 1, closed=(True, False)), "a float in [0, 1)"),
     "test_time_flips": (_is_bool, "True or False"),
+    "test_time_shifts": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "class_weight": (
         _class_weight,
         "None, 'balanced' or a dict {class label: weight >= 0}",
@@ -396,6 +397,17 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         (clothes, objects; not digits or text). Training is unchanged.
         Saved in parameter files; ``skcnn.export.export_onnx`` refuses it
         (the exported graph holds one pass). MLP has none.
+    test_time_shifts : int >= 0, default=0
+        When above 0, predict each image as the mean of its class
+        probabilities and those of four copies moved this many pixels up,
+        down, left and right (filled with the corner value, as
+        ``augment="shift"`` fills them): five passes, ten with
+        ``test_time_flips`` (each copy and its mirror image). Test-time
+        augmentation with the training shifts' own transform (Simonyan &
+        Zisserman, 2015, average over shifted crops); 1 suits a model trained
+        with ``augment="shift"`` (shifts of up to 2 pixels). Training is
+        unchanged; saved in parameter files; ``export_onnx`` refuses it.
+        MLP has none.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, as in scikit-learn's LogisticRegression or
         SVC (MLPClassifier has none): each sample's weight is its
@@ -528,6 +540,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         warmup_fraction=0.0,
         ema_decay=0.0,
         test_time_flips=False,
+        test_time_shifts=0,
         dtype="auto",
     ):
         self.architecture = architecture
@@ -564,6 +577,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.warmup_fraction = warmup_fraction
         self.ema_decay = ema_decay
         self.test_time_flips = test_time_flips
+        self.test_time_shifts = test_time_shifts
         self.dtype = dtype
 
     # -- parameters --------------------------------------------------------------
@@ -1190,6 +1204,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             extra["input_range"] = [float(v) for v in self.input_range_]
         if self.test_time_flips:  # prediction uses them: the loaded model must too
             extra["test_time_flips"] = True
+        if self.test_time_shifts:
+            extra["test_time_shifts"] = int(self.test_time_shifts)
         if metadata is not None:
             extra["metadata"] = metadata
         save_network(path, self.network_, self.classes_, extra, average=getattr(self, "weight_average_", None))
@@ -1212,6 +1228,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             described["ema_decay"] = loaded.average.decay
         if loaded.extra.get("test_time_flips") is True:
             described["test_time_flips"] = True
+        if loaded.extra.get("test_time_shifts"):
+            described["test_time_shifts"] = int(loaded.extra["test_time_shifts"])
         estimator = cls(**{**described, **params})
         with _unchanged_on_error(estimator):
             estimator._adopt(path, *loaded)
@@ -1291,17 +1309,33 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Logits in float32 for float32 input, else in float64 (scikit-learn's
         convention), whatever the dtype the network computes in."""
         network = self._prediction_network()
-        self._check_param("test_time_flips")  # the one parameter prediction reads
+        for name in ("test_time_flips", "test_time_shifts"):  # the parameters prediction reads
+            self._check_param(name)
         as_float32 = getattr(X, "dtype", None) == np.float32
         images = self._validate_input(X, reset=False)  # (n, C, H, W)
         self._check_input_range(*_value_range(images))
-        logits = network.predict_logits(images)
-        if self.test_time_flips:
-            # log of the mean of the two probability vectors: softmax of it
-            # is that mean, argmax its most probable class
-            mirrored = network.predict_logits(images[..., ::-1])
-            logits = np.logaddexp(log_softmax(logits), log_softmax(mirrored)) - logits.dtype.type(np.log(2))
+        views = self._test_time_views()
+        if len(views) == 1:
+            logits = network.predict_logits(images)
+        else:
+            # log of the mean of the views' probability vectors: softmax of
+            # it is that mean, argmax its most probable class
+            for i, view in enumerate(views):
+                log_proba = log_softmax(network.predict_logits(view(images)))
+                logits = log_proba if i == 0 else np.logaddexp(logits, log_proba)
+            logits -= logits.dtype.type(np.log(len(views)))
         return logits if as_float32 else logits.astype(np.float64, copy=False)
+
+    def _test_time_views(self):
+        """The transforms of a batch (N, C, H, W) whose predictions are
+        averaged (``test_time_shifts``, ``test_time_flips``); the first is
+        the identity."""
+        s = self.test_time_shifts
+        moves = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
+        views = [lambda x, dy=dy, dx=dx: translate(x, dy, dx) if dy or dx else x for dy, dx in moves]
+        if self.test_time_flips:
+            views += [lambda x, view=view: view(x)[..., ::-1] for view in views]
+        return views
 
     def _check_input_range(self, x_lo, x_hi):
         """Warn (:class:`InputRangeWarning`) when X's values, from ``x_lo``

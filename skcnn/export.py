@@ -274,7 +274,8 @@ def export_onnx(estimator, path):
         When the ``onnx`` package is missing (``pip install "skcnn[onnx]"``).
     ValueError
         For a layer type or class labels that cannot be exported, or an
-        estimator with ``test_time_flips=True``; nothing is written then.
+        estimator with ``test_time_flips=True`` or ``test_time_shifts`` > 0; nothing is
+        written then.
     sklearn.exceptions.NotFittedError
         For an estimator that is not fitted.
 
@@ -304,12 +305,19 @@ def export_onnx(estimator, path):
             'export_onnx needs the onnx package: pip install "skcnn[onnx]" (or pip install onnx)'
         ) from exc
     check_is_fitted(estimator)
-    if getattr(estimator, "test_time_flips", False):
+    # test-time augmentation averages several passes; the exported graph holds one
+    averaged = [
+        (name, off)
+        for name, off in (("test_time_flips", False), ("test_time_shifts", 0))
+        if getattr(estimator, name, off) != off
+    ]
+    if averaged:
+        given = " and ".join(f"{name}={getattr(estimator, name)!r}" for name, _ in averaged)
+        reset = ", ".join(f"{name}={off!r}" for name, off in averaged)
         raise ValueError(
-            "export_onnx writes one pass of the network, but this estimator predicts with "
-            "test_time_flips=True (two passes, the mirror image's too): its ONNX model would "
-            "predict differently. Call estimator.set_params(test_time_flips=False) to export "
-            "the network alone."
+            f"export_onnx writes one pass of the network, but this estimator predicts with {given} "
+            "(the mean over several passes: mirror images, shifted copies): its ONNX model would "
+            f"predict differently. Call estimator.set_params({reset}) to export the network alone."
         )
     c, h, w = estimator.input_shape_
     g = _Graph(onnx)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from skcnn import CNNClassifier
-from skcnn.augmentation import Augmenter, random_erase, random_flip, random_shift
+from skcnn.augmentation import Augmenter, random_erase, random_flip, random_shift, translate
 
 
 @pytest.fixture
@@ -25,6 +25,22 @@ def test_random_shift_moves_content_by_at_most_two_pixels(batch, rng):
         assert abs(yb - ya) <= 2 and abs(xb - xa) <= 2
         shifts.add((yb - ya, xb - xa))
     assert len(shifts) > 5  # really random
+
+
+def test_translate_moves_every_image_and_fills_with_its_corner_value():
+    x = np.arange(2 * 3 * 5 * 6, dtype=np.float32).reshape(2, 3, 5, 6)
+    before = x.copy()
+    for dy, dx in [(1, 0), (-1, 0), (0, 2), (0, -2), (2, -1), (0, 0)]:
+        out = translate(x, dy, dx)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        for n in range(2):
+            for c in range(3):
+                for i in range(5):
+                    for j in range(6):
+                        si, sj = i - dy, j - dx  # the pixel that lands at (i, j)
+                        inside = 0 <= si < 5 and 0 <= sj < 6
+                        assert out[n, c, i, j] == (x[n, c, si, sj] if inside else x[n, c, 0, 0])
+    np.testing.assert_array_equal(x, before)  # the input is untouched
 
 
 def test_random_flip_mirrors_about_half(batch, rng):

@@ -67,20 +67,22 @@ def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
 
     loaded = CNNClassifier.from_params_file(out)
     assert loaded.architecture == "resnet" and loaded.ema_decay == 0.999
-    # fashion-best predicts with test-time flips: its saved file does too
+    # fashion-best predicts with test-time flips and shifts: its saved file does too
     best = accuracy.run("fashion-best", accuracy.CONFIGS["fashion-best"], data, max_epochs=1, out=tmp_path / "b.npz")
-    assert CNNClassifier.from_params_file(tmp_path / "b.npz").test_time_flips is True
+    loaded_best = CNNClassifier.from_params_file(tmp_path / "b.npz")
+    assert (loaded_best.test_time_flips, loaded_best.test_time_shifts) == (True, 1)
     from skcnn.persistence import load_network
 
     recorded = load_network(tmp_path / "b.npz").extra["metadata"]["params"]  # how it was trained
     assert recorded["solver"] == "nesterov" and recorded["weight_decay"] == 5e-4 and recorded["max_iter"] == 1
     assert best["saved_file_test_accuracy"] == best["test_accuracy"]
-    # --flips reports both ways, and leaves the model's own setting
+    # --flips reports each test-time setting, and leaves the model's own
     model = CNNClassifier.from_params_file(tmp_path / "b.npz")
-    without = accuracy.flip_accuracy(model, data[1], data[3], flips=False)
-    assert model.test_time_flips is True
-    plain = model.set_params(test_time_flips=False).predict(data[1])
-    assert without == float(np.mean(plain == data[3]))
+    report = accuracy.test_time_report(model, data[1], data[3], best["test_accuracy"])
+    assert (model.test_time_flips, model.test_time_shifts) == (True, 1)
+    for key, flips, shifts in [("without_flips", False, 1), ("one_pass", False, 0), ("with_flips", True, 1)]:
+        clf = CNNClassifier.from_params_file(tmp_path / "b.npz", test_time_flips=flips, test_time_shifts=shifts)
+        assert report["test_accuracy_" + key] == round(float(np.mean(clf.predict(data[1]) == data[3])), 4)
 
 
 def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, capsys):
@@ -96,6 +98,7 @@ def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, ca
     result = json.loads(capsys.readouterr().out)["results"][0]
     # a mirror image of a symmetric image is itself: flips change nothing
     assert result["test_accuracy_with_flips"] == result["test_accuracy"] == result["test_accuracy_without_flips"]
+    assert result["test_accuracy_one_pass"] == result["test_accuracy"]  # origin-5 has no test-time shifts
 
 
 def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
@@ -204,7 +207,8 @@ def test_ablation_changes_one_thing_a_row_on_one_budget(config, monkeypatch, cap
         trained.append((name, params))
         acc = 0.9 - 0.01 * len(trained)
         return {"config": name, "train_seconds": 1.0, "test_accuracy": acc,
-                "test_accuracy_with_flips": acc + 0.002, "test_accuracy_without_flips": acc}  # fmt: skip
+                "test_accuracy_with_flips": acc + 0.002, "test_accuracy_without_flips": acc,
+                "test_accuracy_one_pass": acc - 0.001}  # fmt: skip
 
     monkeypatch.setattr(accuracy, "run", run)
     data = (None, None, np.zeros(100), None)

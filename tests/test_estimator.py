@@ -514,3 +514,38 @@ def test_test_time_flips_average_each_image_with_its_mirror_image(digits_split, 
     assert not (tmp_path / "m.onnx").exists()
     with pytest.raises(ValueError, match="test_time_flips must be True or False; got 'yes'"):
         flipping.set_params(test_time_flips="yes").predict(images)
+
+
+def test_test_time_shifts_average_over_the_four_moved_copies_and_their_mirrors(digits_split, tmp_path):
+    from skcnn.augmentation import translate
+
+    X_train, X_test, y_train, y_test = digits_split
+    clf = CNNClassifier(max_iter=2, random_state=0).fit(X_train, y_train)
+    images = X_test.reshape(-1, 1, 8, 8)
+    moved = [images] + [translate(images, dy, dx) for dy, dx in [(2, 0), (-2, 0), (0, 2), (0, -2)]]
+    for flips, views in [(False, moved), (True, moved + [m[..., ::-1] for m in moved])]:
+        averaging = clone(clf).set_params(test_time_shifts=2, test_time_flips=flips)
+        averaging.__dict__.update({k: v for k, v in clf.__dict__.items() if k.endswith("_")})  # the same fit
+        expected = np.mean([clf.predict_proba(view) for view in views], axis=0)
+        assert not np.allclose(expected, clf.predict_proba(images), atol=1e-3)  # the moved copies count
+        for X in (images, X_test, images.transpose(0, 2, 3, 1)):  # every layout moves the same pixels
+            np.testing.assert_allclose(averaging.predict_proba(X), expected, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(np.exp(averaging.predict_log_proba(images)), expected, rtol=1e-6, atol=1e-12)
+        np.testing.assert_array_equal(averaging.predict(images), clf.classes_[expected.argmax(axis=1)])
+    # saved and loaded with the flips; ONNX export (one pass) refuses the shifts
+    averaging.save_params(tmp_path / "tta.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "tta.npz")
+    assert (loaded.test_time_shifts, loaded.test_time_flips) == (2, True)
+    np.testing.assert_array_equal(loaded.predict_proba(images), averaging.predict_proba(images))
+    clf.save_params(tmp_path / "plain.npz")
+    assert CNNClassifier.from_params_file(tmp_path / "plain.npz").test_time_shifts == 0
+    for bad in (-1, 1.5, "1", True):
+        with pytest.raises(ValueError, match=f"test_time_shifts must be an int >= 0; got {bad!r}"):
+            clone(averaging).set_params(test_time_shifts=bad).fit(X_train, y_train)
+    pytest.importorskip("onnx")
+    from skcnn.export import export_onnx
+
+    shifting = averaging.set_params(test_time_flips=False)
+    with pytest.raises(ValueError, match=r"test_time_shifts=2 .*set_params\(test_time_shifts=0\)"):
+        export_onnx(shifting, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
