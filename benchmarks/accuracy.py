@@ -17,6 +17,8 @@ epochs). --ablation trains fashion-best, the configurations it is compared with
 change at a time on a short budget (e.g. --n-train 20000 --max-epochs 6), each
 scored with and without test-time flips and in one pass, and prints what each part adds;
 --ablation resnet-tricks does the same for resnet-tricks' techniques.
+--test-time FILE... trains nothing: it scores saved models under each
+test-time setting (one pass, flips, 1- or 2-pixel shifts, both).
 
 Fashion-MNIST comes from Debian's dataset-fashion-mnist package when installed
 (/usr/share/datasets/fashion-mnist), else from OpenML. MNIST needs OpenML (or
@@ -230,6 +232,40 @@ def run(name, params, data, max_epochs=None, seed=0, out=None, minutes=None, fli
     return result
 
 
+#: --test-time: the (test_time_flips, test_time_shifts) settings each saved model is scored with
+TEST_TIME_SETTINGS = [(False, 0), (True, 0), (False, 1), (True, 1), (True, 2)]
+
+
+def test_time_label(flips, shifts):
+    views = ([f"{shifts}-pixel shifts"] if shifts else []) + (["flips"] if flips else [])
+    return " + ".join(views) or "one pass"
+
+
+def test_time_table(files, data):
+    """Each saved model's accuracy on the test images under every setting of
+    :data:`TEST_TIME_SETTINGS` (no training: they change prediction only),
+    printed as a table with the mean over the files; returns the rows."""
+    _, X_test, _, y_test = data
+    rows = []
+    for path in files:
+        clf = CNNClassifier.from_params_file(path)
+        row = {"file": str(path), "own": test_time_label(bool(clf.test_time_flips), clf.test_time_shifts)}
+        for flips, shifts in TEST_TIME_SETTINGS:
+            accuracy = test_time_accuracy(clf, X_test, y_test, test_time_flips=flips, test_time_shifts=shifts)
+            row[test_time_label(flips, shifts)] = round(accuracy, 4)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    labels = [test_time_label(*setting) for setting in TEST_TIME_SETTINGS]
+    print(f"test accuracy on {len(y_test)} images under each test-time setting (the file's own: 'own')")
+    print(f"{'file':28} {'own':>24} " + " ".join(f"{label:>22}" for label in labels))
+    for row in rows:
+        print(f"{row['file'][-28:]:28} {row['own']:>24} " + " ".join(f"{row[label]:22.4f}" for label in labels))
+    if len(rows) > 1:
+        means = [np.mean([row[label] for row in rows]) for label in labels]
+        print(f"{'mean':28} {'':>24} " + " ".join(f"{mean:22.4f}" for mean in means))
+    return rows
+
+
 def ablation(config, data, max_epochs, seed):
     """``config``, the configurations :data:`ABLATIONS` compares it with, and
     ``config`` with each change, on one budget; every row is scored with and
@@ -276,6 +312,9 @@ def main(argv=None):
                         help="also report the test accuracy with and without test_time_flips, and in one pass "
                         "(no test-time flips or shifts); what counts is the saved model's, with the "
                         "configuration's own settings")  # fmt: skip
+    parser.add_argument("--test-time", nargs="+", metavar="FILE", default=None,
+                        help="train nothing: score saved parameter files under each test-time setting "
+                        "(one pass, flips, shifts, both)")  # fmt: skip
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
@@ -296,6 +335,17 @@ def main(argv=None):
             parser.error(f"--out: {args.out} is a folder; give a file name, e.g. {os.path.join(args.out, 'best.npz')}")
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             parser.error(f"--out: cannot write to {folder}")
+    if args.test_time is not None:
+        given = [f for f in ("config", "out", "minutes", "ablation", "n_train", "max_epochs", "flips", "json")
+                 if getattr(args, f) not in (None, False)]  # fmt: skip
+        if given:
+            parser.error(f"--test-time scores saved files and trains nothing: it cannot be combined with "
+                         f"{', '.join('--' + f.replace('_', '-') for f in given)}")  # fmt: skip
+        if len(args.dataset or "ab") != 1:
+            parser.error("--test-time: give the one --dataset the files were trained on")
+        missing = [path for path in args.test_time if not os.path.isfile(path)]
+        if missing:
+            parser.error(f"--test-time: no such file: {', '.join(missing)}")
     if args.ablation is not None and args.max_epochs is None:
         parser.error("--ablation needs --max-epochs (and usually --n-train): it trains seven models")
     results = []
@@ -309,6 +359,9 @@ def main(argv=None):
             data = (data[0][: args.n_train], data[1], data[2][: args.n_train], data[3])
         if args.ablation is not None:
             ablation(args.ablation, data, args.max_epochs, args.seed)
+            continue
+        if args.test_time is not None:
+            test_time_table(args.test_time, data)
             continue
         for name in args.config or list(CONFIGS):
             print(f"== {dataset} / {name}", file=sys.stderr, flush=True)

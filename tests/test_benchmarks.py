@@ -101,6 +101,41 @@ def test_accuracy_flips_average_each_image_with_its_mirror_image(monkeypatch, ca
     assert result["test_accuracy_one_pass"] == result["test_accuracy"]  # origin-5 has no test-time shifts
 
 
+def test_test_time_scores_saved_files_under_each_setting(tmp_path, monkeypatch, capsys):
+    from sklearn.datasets import load_digits
+
+    from skcnn import CNNClassifier
+
+    accuracy = load("accuracy")
+    X, y = load_digits(return_X_y=True)
+    X = X.reshape(-1, 8, 8).astype("float32")
+    data = (X[:300], X[1500:1700], y[:300], y[1500:1700])
+    monkeypatch.setattr(accuracy, "load_fashion_mnist", lambda shape: data)
+    files = []
+    for seed in (0, 1):
+        clf = CNNClassifier(max_iter=3, random_state=seed, test_time_flips=True).fit(data[0], data[2])
+        files.append(str(tmp_path / f"m{seed}.npz"))
+        clf.save_params(files[-1])
+    accuracy.main(["--test-time", *files, "--dataset", "fashion-mnist"])
+    out = capsys.readouterr().out
+    table = [line.split() for line in out.splitlines()]
+    for path, line in zip(files, table[2:4]):
+        assert line[0].endswith(path[-28:]) and line[1] == "flips"  # the file's own setting
+        for (flips, shifts), shown in zip(accuracy.TEST_TIME_SETTINGS, line[2:]):
+            clf = CNNClassifier.from_params_file(path, test_time_flips=flips, test_time_shifts=shifts)
+            assert float(shown) == round(float(np.mean(clf.predict(data[1]) == data[3])), 4)
+    assert len({line[2:][i] for line in table[2:4] for i in range(5)}) > 1  # the settings differ
+    assert table[4][0] == "mean"
+    for argv, message in [
+        (["--test-time", "nofile.npz", "--dataset", "fashion-mnist"], "no such file: nofile.npz"),
+        (["--test-time", files[0]], "give the one --dataset"),
+        (["--test-time", files[0], "--dataset", "fashion-mnist", "--config", "origin-5"], "cannot be combined with --config"),
+    ]:
+        with pytest.raises(SystemExit):
+            accuracy.main(argv)
+        assert message in capsys.readouterr().err
+
+
 def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
     accuracy = load("accuracy")
     with pytest.raises(SystemExit):

@@ -91,3 +91,19 @@ def test_readme_dask_example_runs_as_a_script(monkeypatch):
     printed = eval(out.getvalue().strip().splitlines()[-1])  # a dict, as the comment shows
     claimed = eval(re.search(r"print\(search.best_params_\)\s+#\s*(.*)", DASK[0]).group(1))
     assert printed.keys() == claimed.keys() and printed["learning_rate_init"] in (3e-4, 1e-3, 3e-3)
+
+
+def test_readme_fashion_best_block_is_the_benchmarks_configuration():
+    import ast
+    import importlib.util
+
+    section = README.split("### Toward 95% in 30 minutes")[1]
+    block = re.search(r"```\n(CNNClassifier\(.*?\))\s*#", section, re.S).group(1)
+    call = ast.parse(block.replace("max_iter=...", "max_iter=None")).body[0].value
+    shown = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
+    spec = importlib.util.spec_from_file_location("accuracy_for_readme", path)
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+    configured = dict(accuracy.CONFIGS["fashion-best"], max_iter=None)  # max_iter: set by --minutes
+    assert shown == configured
