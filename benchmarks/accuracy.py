@@ -41,6 +41,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skcnn import CNNClassifier
 from skcnn.datasets import DatasetUnavailableError, load_fashion_mnist, load_mnist
+from skcnn.persistence import ParameterFileError, load_network
 
 #: name -> CNNClassifier parameters. Epochs are max_iter; stopping rules off.
 CONFIGS = {
@@ -327,17 +328,9 @@ def main(argv=None):
         if given:
             parser.error(f"--ablation trains its own rows and prints a table: it cannot be combined with "
                          f"{', '.join('--' + f for f in given)}")  # fmt: skip
-    if args.out is not None and (len(args.config or CONFIGS) != 1 or len(args.dataset or "ab") != 1):
-        parser.error("--out saves one model: give one --config and one --dataset")
-    if args.out is not None:  # a trained model is never lost to a bad path: check it first
-        folder = os.path.dirname(os.path.abspath(args.out))
-        if os.path.isdir(args.out):
-            parser.error(f"--out: {args.out} is a folder; give a file name, e.g. {os.path.join(args.out, 'best.npz')}")
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            parser.error(f"--out: cannot write to {folder}")
     if args.test_time is not None:
         given = [f for f in ("config", "out", "minutes", "ablation", "n_train", "max_epochs", "flips", "json")
-                 if getattr(args, f) not in (None, False)]  # fmt: skip
+                 if getattr(args, f) not in (None, False)] + (["seed"] if args.seed != 0 else [])  # fmt: skip
         if given:
             parser.error(f"--test-time scores saved files and trains nothing: it cannot be combined with "
                          f"{', '.join('--' + f.replace('_', '-') for f in given)}")  # fmt: skip
@@ -346,6 +339,19 @@ def main(argv=None):
         missing = [path for path in args.test_time if not os.path.isfile(path)]
         if missing:
             parser.error(f"--test-time: no such file: {', '.join(missing)}")
+        for path in args.test_time:  # every file readable before minutes of scoring start
+            try:
+                load_network(path)
+            except ParameterFileError as exc:
+                parser.error(f"--test-time: {exc}")
+    if args.out is not None and (len(args.config or CONFIGS) != 1 or len(args.dataset or "ab") != 1):
+        parser.error("--out saves one model: give one --config and one --dataset")
+    if args.out is not None:  # a trained model is never lost to a bad path: check it first
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if os.path.isdir(args.out):
+            parser.error(f"--out: {args.out} is a folder; give a file name, e.g. {os.path.join(args.out, 'best.npz')}")
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            parser.error(f"--out: cannot write to {folder}")
     if args.ablation is not None and args.max_epochs is None:
         parser.error("--ablation needs --max-epochs (and usually --n-train): it trains seven models")
     results = []
@@ -382,7 +388,8 @@ def main(argv=None):
             print(f"{r['saved_file']}: CNNClassifier.from_params_file(...).predict accuracy "
                   f"{r['saved_file_test_accuracy']:.4f}")  # fmt: skip
         if "test_accuracy_with_flips" in r:
-            print(f"with test-time flips (each image's probabilities averaged with its mirror image's): "
+            print(f"with test-time flips (each image's probabilities averaged with its mirror image's; "
+                  f"test-time shifts as configured, {r['params'].get('test_time_shifts', 0)} pixels): "
                   f"{r['test_accuracy_with_flips']:.4f}; without: {r['test_accuracy_without_flips']:.4f}; "
                   f"in one pass (no flips, no shifts): {r['test_accuracy_one_pass']:.4f}")  # fmt: skip
     print(f"numpy {np.__version__}, {platform.machine()}")

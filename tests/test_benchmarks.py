@@ -126,10 +126,16 @@ def test_test_time_scores_saved_files_under_each_setting(tmp_path, monkeypatch, 
             assert float(shown) == round(float(np.mean(clf.predict(data[1]) == data[3])), 4)
     assert len({line[2:][i] for line in table[2:4] for i in range(5)}) > 1  # the settings differ
     assert table[4][0] == "mean"
+    notes = tmp_path / "notes.md"
+    notes.write_text("not a model")
+    monkeypatch.setattr(accuracy, "load_fashion_mnist", lambda shape: pytest.fail("refused after loading data"))
     for argv, message in [
         (["--test-time", "nofile.npz", "--dataset", "fashion-mnist"], "no such file: nofile.npz"),
         (["--test-time", files[0]], "give the one --dataset"),
         (["--test-time", files[0], "--dataset", "fashion-mnist", "--config", "origin-5"], "cannot be combined with --config"),
+        (["--test-time", files[0], "--dataset", "fashion-mnist", "--out", "x.npz"], "cannot be combined with --out"),
+        (["--test-time", files[0], "--dataset", "fashion-mnist", "--seed", "3"], "cannot be combined with --seed"),
+        (["--test-time", files[0], str(notes), "--dataset", "fashion-mnist"], "not a readable skcnn parameter file"),
     ]:
         with pytest.raises(SystemExit):
             accuracy.main(argv)
