@@ -1245,6 +1245,11 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         leaves the estimator exactly as it was. Training can go on with
         ``partial_fit`` or ``warm_start`` (with a fresh optimizer).
 
+        The estimator keeps its own parameters, ``test_time_flips`` and
+        ``test_time_shifts`` included: a file saved by a model predicting
+        with them predicts in one pass here unless they are set. Use
+        :meth:`from_params_file` to get the file's test-time settings too.
+
         Parameters
         ----------
         path : str or path-like
