@@ -41,7 +41,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from skcnn import CNNClassifier
 from skcnn.datasets import DatasetUnavailableError, load_fashion_mnist, load_mnist
-from skcnn.persistence import ParameterFileError, load_network
+from skcnn.persistence import ParameterFileError
 
 #: name -> CNNClassifier parameters. Epochs are max_iter; stopping rules off.
 CONFIGS = {
@@ -242,14 +242,14 @@ def test_time_label(flips, shifts):
     return " + ".join(views) or "one pass"
 
 
-def test_time_table(files, data):
+def test_time_table(models, data):
     """Each saved model's accuracy on the test images under every setting of
     :data:`TEST_TIME_SETTINGS` (no training: they change prediction only),
-    printed as a table with the mean over the files; returns the rows."""
+    printed as a table with the mean over the files; returns the rows.
+    ``models``: file name -> the model loaded from it."""
     _, X_test, _, y_test = data
     rows = []
-    for path in files:
-        clf = CNNClassifier.from_params_file(path)
+    for path, clf in models.items():
         row = {"file": str(path), "own": test_time_label(bool(clf.test_time_flips), clf.test_time_shifts)}
         for flips, shifts in TEST_TIME_SETTINGS:
             accuracy = test_time_accuracy(clf, X_test, y_test, test_time_flips=flips, test_time_shifts=shifts)
@@ -295,6 +295,11 @@ def ablation(config, data, max_epochs, seed):
     return results
 
 
+def given(args, flags):
+    """The flags of ``flags`` (argparse names) set on the command line, as typed."""
+    return ["--" + f.replace("_", "-") for f in flags if getattr(args, f) not in (None, False)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", action="append", choices=sorted(CONFIGS), help="default: all")
@@ -324,24 +329,25 @@ def main(argv=None):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.ablation is not None:
-        given = [f for f in ("config", "out", "minutes", "json") if getattr(args, f) not in (None, False)]
-        if given:
+        combined = given(args, ("config", "out", "minutes", "json"))
+        if combined:
             parser.error(f"--ablation trains its own rows and prints a table: it cannot be combined with "
-                         f"{', '.join('--' + f for f in given)}")  # fmt: skip
+                         f"{', '.join(combined)}")  # fmt: skip
     if args.test_time is not None:
-        given = [f for f in ("config", "out", "minutes", "ablation", "n_train", "max_epochs", "flips", "json")
-                 if getattr(args, f) not in (None, False)] + (["seed"] if args.seed != 0 else [])  # fmt: skip
-        if given:
+        combined = given(args, ("config", "out", "minutes", "ablation", "n_train", "max_epochs", "flips", "json"))
+        combined += ["--seed"] if args.seed != 0 else []
+        if combined:
             parser.error(f"--test-time scores saved files and trains nothing: it cannot be combined with "
-                         f"{', '.join('--' + f.replace('_', '-') for f in given)}")  # fmt: skip
+                         f"{', '.join(combined)}")  # fmt: skip
         if len(args.dataset or "ab") != 1:
             parser.error("--test-time: give the one --dataset the files were trained on")
         missing = [path for path in args.test_time if not os.path.isfile(path)]
         if missing:
             parser.error(f"--test-time: no such file: {', '.join(missing)}")
-        for path in args.test_time:  # every file readable before minutes of scoring start
+        models = {}
+        for path in args.test_time:  # every file read before minutes of scoring start
             try:
-                load_network(path)
+                models[path] = CNNClassifier.from_params_file(path)
             except ParameterFileError as exc:
                 parser.error(f"--test-time: {exc}")
     if args.out is not None and (len(args.config or CONFIGS) != 1 or len(args.dataset or "ab") != 1):
@@ -367,7 +373,7 @@ def main(argv=None):
             ablation(args.ablation, data, args.max_epochs, args.seed)
             continue
         if args.test_time is not None:
-            test_time_table(args.test_time, data)
+            test_time_table(models, data)
             continue
         for name in args.config or list(CONFIGS):
             print(f"== {dataset} / {name}", file=sys.stderr, flush=True)

@@ -182,6 +182,11 @@ _CONSTRAINTS = {
     ),
 }
 
+#: The parameters prediction reads (test-time augmentation), each with its
+#: value for one pass: another value is saved in parameter files and restored
+#: by ``from_params_file``; ``skcnn.export.export_onnx`` (one pass) refuses it.
+TEST_TIME_PARAMETERS = {"test_time_flips": False, "test_time_shifts": 0}
+
 
 def _computation_dtype(X, dtype):
     """The dtype a network fitted on ``X`` computes in, for the ``dtype``
@@ -1203,10 +1208,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             extra["data_format"] = self.data_format_
         if getattr(self, "input_range_", None) is not None:  # for predict's scale check
             extra["input_range"] = [float(v) for v in self.input_range_]
-        if self.test_time_flips:  # prediction uses them: the loaded model must too
-            extra["test_time_flips"] = True
-        if self.test_time_shifts:
-            extra["test_time_shifts"] = int(self.test_time_shifts)
+        for name, one_pass in TEST_TIME_PARAMETERS.items():  # prediction uses them: the loaded model must too
+            if getattr(self, name) != one_pass:
+                extra[name] = type(one_pass)(getattr(self, name))  # bool, int: JSON
         if metadata is not None:
             extra["metadata"] = metadata
         save_network(path, self.network_, self.classes_, extra, average=getattr(self, "weight_average_", None))
@@ -1227,10 +1231,10 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 described = {"architecture": name}
         if loaded.average is not None:  # the model predicts with its average: say so
             described["ema_decay"] = loaded.average.decay
-        if loaded.extra.get("test_time_flips") is True:
-            described["test_time_flips"] = True
-        if loaded.extra.get("test_time_shifts"):
-            described["test_time_shifts"] = int(loaded.extra["test_time_shifts"])
+        for name, one_pass in TEST_TIME_PARAMETERS.items():  # as save_params wrote them
+            value = loaded.extra.get(name, one_pass)
+            if type(value) is type(one_pass) and value != one_pass:
+                described[name] = value
         estimator = cls(**{**described, **params})
         with _unchanged_on_error(estimator):
             estimator._adopt(path, *loaded)
@@ -1315,7 +1319,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         """Logits in float32 for float32 input, else in float64 (scikit-learn's
         convention), whatever the dtype the network computes in."""
         network = self._prediction_network()
-        for name in ("test_time_flips", "test_time_shifts"):  # the parameters prediction reads
+        for name in TEST_TIME_PARAMETERS:  # the parameters prediction reads
             self._check_param(name)
         as_float32 = getattr(X, "dtype", None) == np.float32
         images = self._validate_input(X, reset=False)  # (n, C, H, W)
@@ -1325,23 +1329,24 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             logits = network.predict_logits(images)
         else:
             # log of the mean of the views' probability vectors: softmax of
-            # it is that mean, argmax its most probable class
-            for i, view in enumerate(views):
-                log_proba = log_softmax(network.predict_logits(view(images)))
+            # it is that mean, argmax its most probable class. One view at a
+            # time: a moved copy of X is as large as X
+            for i, (dy, dx, mirror) in enumerate(views):
+                view = translate(images, dy, dx) if dy or dx else images
+                log_proba = log_softmax(network.predict_logits(view[..., ::-1] if mirror else view))
                 logits = log_proba if i == 0 else np.logaddexp(logits, log_proba)
             logits -= logits.dtype.type(np.log(len(views)))
         return logits if as_float32 else logits.astype(np.float64, copy=False)
 
     def _test_time_views(self):
-        """The transforms of a batch (N, C, H, W) whose predictions are
-        averaged (``test_time_shifts``, ``test_time_flips``); the first is
-        the identity."""
+        """The views of a batch whose predictions are averaged, as
+        ``(dy, dx, mirror)``: moved ``dy`` pixels down and ``dx`` right
+        (``test_time_shifts``), then mirrored left-right or not
+        (``test_time_flips``); the first is the batch itself."""
         s = self.test_time_shifts
         moves = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
-        views = [lambda x, dy=dy, dx=dx: translate(x, dy, dx) if dy or dx else x for dy, dx in moves]
-        if self.test_time_flips:
-            views += [lambda x, view=view: view(x)[..., ::-1] for view in views]
-        return views
+        mirrors = (False, True) if self.test_time_flips else (False,)
+        return [(dy, dx, mirror) for mirror in mirrors for dy, dx in moves]
 
     def _check_input_range(self, x_lo, x_hi):
         """Warn (:class:`InputRangeWarning`) when X's values, from ``x_lo``

@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from ._version import __version__
+from .estimator import TEST_TIME_PARAMETERS
 from .layers import (
     AvgPool2D,
     BatchNorm,
@@ -306,14 +307,14 @@ def export_onnx(estimator, path):
         ) from exc
     check_is_fitted(estimator)
     # test-time augmentation averages several passes; the exported graph holds one
-    averaged = [
-        (name, off)
-        for name, off in (("test_time_flips", False), ("test_time_shifts", 0))
-        if getattr(estimator, name, off) != off
-    ]
+    averaged = {
+        name: one_pass
+        for name, one_pass in TEST_TIME_PARAMETERS.items()
+        if getattr(estimator, name, one_pass) != one_pass
+    }
     if averaged:
-        given = " and ".join(f"{name}={getattr(estimator, name)!r}" for name, _ in averaged)
-        reset = ", ".join(f"{name}={off!r}" for name, off in averaged)
+        given = " and ".join(f"{name}={getattr(estimator, name)!r}" for name in averaged)
+        reset = ", ".join(f"{name}={one_pass!r}" for name, one_pass in averaged.items())
         raise ValueError(
             f"export_onnx writes one pass of the network, but this estimator predicts with {given} "
             "(the mean over several passes: mirror images, shifted copies): its ONNX model would "
