@@ -413,7 +413,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         with ``augment="shift"`` (up to 2 pixels) on Fashion-MNIST, 1 pixel
         scored higher than 2 (the README's accuracy section). Training is
         unchanged; saved in parameter files; ``export_onnx`` refuses it.
-        MLP has none.
+        Prediction raises a ValueError if it is not below the images'
+        height and width (a copy would hold no pixel of its image). MLP
+        has none.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, as in scikit-learn's LogisticRegression or
         SVC (MLPClassifier has none): each sample's weight is its
@@ -1324,6 +1326,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         as_float32 = getattr(X, "dtype", None) == np.float32
         images = self._validate_input(X, reset=False)  # (n, C, H, W)
         self._check_input_range(*_value_range(images))
+        self._check_test_time_shifts(images.shape[2:])
         views = self._test_time_views()
         if len(views) == 1:
             logits = network.predict_logits(images)
@@ -1337,6 +1340,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 logits = log_proba if i == 0 else np.logaddexp(logits, log_proba)
             logits -= logits.dtype.type(np.log(len(views)))
         return logits if as_float32 else logits.astype(np.float64, copy=False)
+
+    def _check_test_time_shifts(self, image_size):
+        """Reject ``test_time_shifts`` that move a copy wholly out of images
+        of ``image_size`` (H, W): such a copy holds only background, and its
+        probabilities would be averaged in as if it showed the image."""
+        s, smaller = self.test_time_shifts, min(image_size)
+        if s >= smaller:
+            raise ValueError(
+                f"test_time_shifts={s} moves copies of a {image_size[0]}x{image_size[1]} image wholly "
+                f"out of the frame (they would show only background): give a shift below "
+                f"{smaller}, such as 1 or 2 for 28x28 images, or 0 for none."
+            )
 
     def _test_time_views(self):
         """The views of a batch whose predictions are averaged, as

@@ -89,15 +89,26 @@ DIVERGENCE_FACTOR = 10.0
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
+def _estimator_frame(frame):
+    """Is ``frame`` the estimator's own: in skcnn, or in scikit-learn's
+    mixins, whose methods (``score``) the estimator inherits? (Looked up, not
+    imported: the command line refuses bad flags before scikit-learn loads.)"""
+    path = os.path.abspath(frame.f_code.co_filename)
+    mixins = getattr(sys.modules.get("sklearn.base"), "__file__", None)
+    return path.startswith(_PACKAGE_DIR) or (mixins is not None and path == os.path.abspath(mixins))
+
+
 def warn_user(message, category):
     """``warnings.warn``, attributed to the first caller outside skcnn.
 
-    The warning then names the user's line that called ``fit`` (or
-    ``GridSearchCV``'s, when that called it), however deep inside skcnn it
-    was raised and however the code in between is arranged.
+    The warning then names the user's line that called ``fit`` or
+    ``score`` (a method the estimator inherits from scikit-learn's
+    ``ClassifierMixin``), or ``GridSearchCV``'s when that called it,
+    however deep inside skcnn it was raised and however the code in
+    between is arranged.
     """
     frame, level = sys._getframe(1), 2  # level 2: warn_user's caller
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None and _estimator_frame(frame):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)
 

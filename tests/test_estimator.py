@@ -455,7 +455,7 @@ def test_fashion_mnist_channels_last_is_read_as_28x28_pictures():
 def test_prediction_on_another_scale_than_training_warns(digits_split, tmp_path):
     from skcnn.estimator import InputRangeWarning
 
-    X_train, X_test, y_train, _ = digits_split  # pixel values 0-16
+    X_train, X_test, y_train, y_test = digits_split  # pixel values 0-16
     scaled = CNNClassifier(max_iter=1, random_state=0).fit(X_train / 16, y_train)
     raw = CNNClassifier(max_iter=1, random_state=0).fit(X_train, y_train)
     assert scaled.input_range_ == (0.0, 1.0) and raw.input_range_ == (0.0, 16.0)
@@ -463,8 +463,12 @@ def test_prediction_on_another_scale_than_training_warns(digits_split, tmp_path)
         with warnings.catch_warnings():
             warnings.simplefilter("error", InputRangeWarning)
             scaled.predict(X_test)  # raw pixels for a model trained on scaled ones
-    with pytest.warns(InputRangeWarning, match=r"values lie in \[0, 1\].*trained on values in \[0, 16\]"):
+    with pytest.warns(InputRangeWarning, match=r"values lie in \[0, 1\].*trained on values in \[0, 16\]") as record:
         raw.predict_proba(X_test / 16)  # and the other way round
+    assert record[0].filename == __file__  # the warning names the line that called predict_proba
+    with pytest.warns(InputRangeWarning) as record:
+        scaled.score(X_test, y_test)  # score, inherited from scikit-learn's ClassifierMixin
+    assert record[0].filename == __file__  # this line, not the mixin's inside scikit-learn
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputRangeWarning)
         scaled.predict(X_test / 16)
@@ -542,6 +546,14 @@ def test_test_time_shifts_average_over_the_four_moved_copies_and_their_mirrors(d
     for bad in (-1, 1.5, "1", True):
         with pytest.raises(ValueError, match=f"test_time_shifts must be an int >= 0; got {bad!r}"):
             clone(averaging).set_params(test_time_shifts=bad).fit(X_train, y_train)
+    # a shift of the image's size or more leaves copies of background only: refused, not averaged in
+    before = averaging.predict_proba(images)
+    for too_far in (8, 9, 100):
+        with pytest.raises(ValueError, match=f"test_time_shifts={too_far} moves copies of a 8x8 image.*below 8"):
+            averaging.set_params(test_time_shifts=too_far).predict(images)
+    largest = averaging.set_params(test_time_shifts=7).predict_proba(images)  # 7 of 8 rows out: still a pixel
+    assert largest.shape == before.shape and not np.allclose(largest, before)
+    averaging.set_params(test_time_shifts=2)
     pytest.importorskip("onnx")
     from skcnn.export import export_onnx
 
