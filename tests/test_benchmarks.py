@@ -142,6 +142,38 @@ def test_test_time_scores_saved_files_under_each_setting(tmp_path, monkeypatch, 
         assert message in capsys.readouterr().err
 
 
+def test_accuracy_exits_with_an_error_when_a_data_set_asked_for_is_unavailable(monkeypatch, capsys):
+    from sklearn.datasets import load_digits
+
+    from skcnn.datasets import DatasetUnavailableError
+
+    accuracy = load("accuracy")
+    X, y = load_digits(return_X_y=True)
+    data = (X[:200].reshape(-1, 8, 8), X[1500:1600].reshape(-1, 8, 8), y[:200], y[1500:1600])
+
+    def offline(shape):
+        raise DatasetUnavailableError("OpenML cannot be reached")
+
+    monkeypatch.setattr(accuracy, "load_mnist", offline)
+    monkeypatch.setattr(accuracy, "load_fashion_mnist", lambda shape: data)
+    argv = ["--config", "origin-5", "--max-epochs", "1"]
+    with pytest.raises(SystemExit) as info:  # named and missing: a failure, not a quiet success
+        accuracy.main(argv + ["--dataset", "mnist"])
+    assert info.value.code == "not measured: mnist (unavailable here, see above)"
+    assert "mnist: not measured: OpenML cannot be reached" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # the --json document is printed first, then the failure
+        accuracy.main(argv + ["--dataset", "fashion-mnist", "--dataset", "mnist", "--json"])
+    assert "mnist" in info.value.code
+    assert [r["dataset"] for r in json.loads(capsys.readouterr().out)["results"]] == ["fashion-mnist"]
+    accuracy.main(argv)  # both by default: the one available is measured, the run succeeds
+    out = capsys.readouterr().out
+    assert "fashion-mnist  origin-5" in out and "\nmnist " not in out
+    monkeypatch.setattr(accuracy, "load_fashion_mnist", offline)
+    with pytest.raises(SystemExit) as info:  # none of the default ones: a failure
+        accuracy.main(argv)
+    assert info.value.code == "not measured: fashion-mnist, mnist (unavailable here, see above)"
+
+
 def test_accuracy_refuses_out_with_several_configs_before_training(capsys):
     accuracy = load("accuracy")
     with pytest.raises(SystemExit):
