@@ -1348,7 +1348,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         s, smaller = self.test_time_shifts, min(image_size)
         if s >= smaller:
             raise ValueError(
-                f"test_time_shifts={s} moves copies of a {image_size[0]}x{image_size[1]} image wholly "
+                f"test_time_shifts={s} moves copies of {image_size[0]}x{image_size[1]} images wholly "
                 f"out of the frame (they would show only background): give a shift below "
                 f"{smaller}, such as 1 or 2 for 28x28 images, or 0 for none."
             )

@@ -549,7 +549,7 @@ def test_test_time_shifts_average_over_the_four_moved_copies_and_their_mirrors(d
     # a shift of the image's size or more leaves copies of background only: refused, not averaged in
     before = averaging.predict_proba(images)
     for too_far in (8, 9, 100):
-        with pytest.raises(ValueError, match=f"test_time_shifts={too_far} moves copies of a 8x8 image.*below 8"):
+        with pytest.raises(ValueError, match=f"test_time_shifts={too_far} moves copies of 8x8 images.*below 8"):
             averaging.set_params(test_time_shifts=too_far).predict(images)
     largest = averaging.set_params(test_time_shifts=7).predict_proba(images)  # 7 of 8 rows out: still a pixel
     assert largest.shape == before.shape and not np.allclose(largest, before)
