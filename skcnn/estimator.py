@@ -158,6 +158,7 @@ _CONSTRAINTS = {
     ),
     "learning_rate": (lambda v: isinstance(v, str) and v in LEARNING_RATES, f"one of {list(LEARNING_RATES)}"),
     "max_iter": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "max_time": (lambda v: v is None or _finite(0, closed=(False, True))(v), "None or a finite float > 0"),
     "n_iter_no_change": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
     "verbose": (lambda v: _is_bool(v) or (_is_int(v) and v >= 0), "False, True or an int >= 0"),
     "shuffle": (_is_bool, "True or False"),
@@ -338,6 +339,18 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``max_iter`` ended it first. MLP: default 200; here 30, which small
         data sets such as ``load_digits`` need with batches of 100 at Adam's
         1e-3; on 60,000 MNIST images 5 to 10 suffice.
+    max_time : float or None, default=None
+        Most seconds of wall time per ``fit`` (and ``partial_fit``) call,
+        counted from the call's start: training stops after the batch during
+        which they run out (the last epoch may then be partial; it counts in
+        ``n_iter_``), with a ``ConvergenceWarning`` unless the stopping rule
+        fired first. The schedules (``learning_rate="cosine"``,
+        ``warmup_fraction``) then run on the larger of the share of
+        ``max_iter`` done and the share of ``max_time`` used, so with a large
+        ``max_iter`` a cosine decay reaches 0 as the time runs out, using the
+        whole budget whatever this machine's speed. A time budget makes the
+        number of steps, and so the fit, depend on the machine and its load:
+        ``random_state`` no longer gives identical fits. MLP has none.
     shuffle : bool, default=True
         Reshuffle the samples every epoch, as in MLPClassifier.
     random_state : int, RandomState instance or None, default=None
@@ -530,6 +543,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         learning_rate="constant",
         learning_rate_init=0.001,
         max_iter=30,
+        max_time=None,
         shuffle=True,
         random_state=None,
         tol=1e-4,
@@ -567,6 +581,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
         self.max_iter = max_iter
+        self.max_time = max_time
         self.shuffle = shuffle
         self.random_state = random_state
         self.tol = tol
@@ -882,8 +897,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Warns
         -----
         ConvergenceWarning
-            ``max_iter`` epochs ran out before the stopping rule fired, as in
-            MLPClassifier.
+            ``max_iter`` epochs (or ``max_time`` seconds) ran out before the
+            stopping rule fired, as in MLPClassifier.
         DivergenceWarning
             The loss or the weights became non-finite, or an epoch's mean
             loss exceeded ``DIVERGENCE_FACTOR`` (10) times that of a uniform
@@ -925,6 +940,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit(self, X, y, sample_weight, *, incremental, classes=None):
+        start_time = Trainer.clock()  # max_time counts the validation of the data too
         self._check_params()
         if incremental and self.early_stopping:
             raise ValueError(
@@ -977,6 +993,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             early_stopping=self.early_stopping,
             learning_rate="constant" if incremental else self.learning_rate,
             warmup_fraction=0.0 if incremental else self.warmup_fraction,
+            max_time=None if self.max_time is None else float(self.max_time),
+            start_time=start_time,
             average=self.weight_average_,
             augment=None if self.augment is None else Augmenter(self.augment),
             verbose=int(self.verbose),

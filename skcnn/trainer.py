@@ -12,8 +12,9 @@ Training never ends silently short of its goal, nor leaves a broken model:
   than ``DIVERGENCE_FACTOR`` times that of a uniform guess, ``log(n_classes)``
   -- restores the weights and the optimizer's state from the start of that
   epoch, then stops with a :class:`DivergenceWarning` saying what to change.
-* Running out of epochs (``max_iter``) before the stopping rule fired gives
-  scikit-learn's ``ConvergenceWarning``, as MLPClassifier does.
+* Running out of epochs (``max_iter``) or of time (``max_time``) before the
+  stopping rule fired gives scikit-learn's ``ConvergenceWarning``, as
+  MLPClassifier does for epochs.
 
 Every warning points at the user's line that called ``fit`` (:func:`warn_user`).
 """
@@ -246,6 +247,17 @@ class Trainer:
         Share of the epochs of one :meth:`fit` call over which the rate rises
         linearly to its initial value, with "constant" and "cosine" (see
         :func:`scheduled_rate`); each step takes the rate at its end.
+    max_time : float or None
+        Seconds one :meth:`fit` call may train, counted from ``start_time``:
+        training stops after the batch during which they run out (the last
+        epoch is then partial). The schedules' progress is the larger of the
+        share of the epochs done and the share of this time used, so a
+        cosine schedule reaches 0 when the time runs out, however many
+        epochs that takes on this machine.
+    start_time : float or None
+        A reading of :attr:`clock` that ``max_time`` counts from (the
+        estimator's: its validation of the data counts too); None, the start
+        of :meth:`fit`.
     average : skcnn.network.WeightAverage or None
         Updated after every step; with early stopping, the validation score
         is the average's, and the average is restored with the best epoch.
@@ -272,6 +284,8 @@ class Trainer:
         early_stopping=False,
         learning_rate="constant",
         warmup_fraction=0.0,
+        max_time=None,
+        start_time=None,
         average=None,
         augment=None,
         verbose=0,
@@ -286,6 +300,8 @@ class Trainer:
         self.early_stopping = early_stopping
         self.learning_rate = learning_rate
         self.warmup_fraction = warmup_fraction
+        self.max_time = max_time
+        self.start_time = start_time
         self.average = average
         self.augment = augment
         self.verbose = verbose
@@ -293,6 +309,15 @@ class Trainer:
         self.history = history
         self.lr_init = optimizer.lr
         self._best_state = None  # weights of the best epoch (early stopping)
+
+    #: The clock ``max_time`` is measured on (seconds; tests replace it).
+    clock = staticmethod(time.perf_counter)
+
+    def _time_used(self):
+        """The share of ``max_time`` used so far (0 without a budget)."""
+        if self.max_time is None:
+            return 0.0
+        return (self.clock() - self.start_time) / self.max_time
 
     # -- one epoch -----------------------------------------------------------
 
@@ -342,7 +367,7 @@ class Trainer:
             self.history.t += len(idx)
             if bar is not None:
                 bar.update((b + 1) / len(starts), total_loss / max(total_weight, 1e-300))
-            if interrupted["set"]:
+            if interrupted["set"] or self._time_used() >= 1.0:
                 break
         if bar is not None:
             bar.erase()  # the epoch's line (or a warning) takes its place
@@ -385,10 +410,12 @@ class Trainer:
         Returns
         -------
         reason : str
-            Why training stopped: "max_iter", "converged", "interrupted" or
-            "diverged".
+            Why training stopped: "max_iter", "max_time", "converged",
+            "interrupted" or "diverged".
         """
         reason = "max_iter"
+        if self.start_time is None:
+            self.start_time = self.clock()
         parallel = DataParallel(self.network, self.batch_size, rng)
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
@@ -439,17 +466,23 @@ class Trainer:
                 if self._update_stopping(validation is not None):
                     reason = "converged"
                     break
-        if reason == "max_iter" and warn_max_epochs:
+                if self._time_used() >= 1.0:
+                    reason = "max_time"
+                    if self.verbose:
+                        print(f"max_time={self.max_time:g} s used up: training stopped.", flush=True)
+                    break
+        if reason in ("max_iter", "max_time") and warn_max_epochs:
             # imported here: scikit-learn takes seconds to import, and the
             # command line checks its flags (importing this module) before that
             from sklearn.exceptions import ConvergenceWarning
 
             what = "validation score" if self.early_stopping else "training loss"
+            budget = f"max_iter={max_epochs} epochs" if reason == "max_iter" else f"max_time={self.max_time:g} s"
             warn_user(
-                f"max_iter={max_epochs} epochs ran out before the stopping rule fired (the {what} "
+                f"{budget} ran out before the stopping rule fired (the {what} "
                 f"still improved by more than tol={self.tol:g} within n_iter_no_change="
-                f"{self.n_iter_no_change} epochs): training has not converged. Raise max_iter "
-                "to train longer.",
+                f"{self.n_iter_no_change} epochs): training has not converged. Raise "
+                f"{'max_iter' if reason == 'max_iter' else 'max_time'} to train longer.",
                 ConvergenceWarning,
             )
         if self.early_stopping and self._best_state is not None:
@@ -471,6 +504,8 @@ class Trainer:
             progress = (epoch + fraction_of_epoch) / max_epochs
             if progress < warmup:  # a warm-up step takes the rate at its end, never 0
                 progress = (epoch + fraction_of_epoch + step) / max_epochs
+            # with max_time, whichever budget is used up faster sets the pace
+            progress = min(max(progress, self._time_used()), 1.0)
             return scheduled_rate(self.learning_rate, progress, lr0, warmup)
 
         return rate

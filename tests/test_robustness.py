@@ -161,6 +161,7 @@ INVALID = {
     "class_weight": ["balance", {0: -1.0}, {0: np.nan}, [1, 2], {0: "a"}],
     "label_smoothing": [1.0, -0.1, "0.1"],
     "warmup_fraction": [1.0, -0.5, np.nan],
+    "max_time": [0, -1.0, np.inf, "60"],
     "ema_decay": [1.0, -0.1, None],
 }
 
