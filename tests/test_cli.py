@@ -205,7 +205,7 @@ def test_predict_prints_class_names(fashion_model, tmp_path, capsys):
     [("--epochs", "0"), ("--schedule", "foo"), ("--architecture", "huge"), ("--lr", "-1"),
      ("--batch-size", "0"), ("--augment", "spin"), ("--n-train", "0"), ("--lr", "nan"),
      ("--solver", "lbfgs"), ("--random-state", "-1"), ("--dataset", "cifar"), ("--epochs", "2.5"),
-     ("--idx", "/no/such/folder")],
+     ("--idx", "/no/such/folder"), ("--minutes", "0"), ("--minutes", "inf"), ("--minutes", "ten")],
 )  # fmt: skip
 def test_nonsense_values_are_refused_at_once_naming_the_flag(flag, value, monkeypatch, capsys):
     def no_loading(*args, **kwargs):
@@ -566,6 +566,17 @@ def test_train_images_is_refused_with_another_source_of_data(tmp_path, capsys):
 def test_train_runs_the_epochs_asked_for_without_a_convergence_warning(tmp_path, recwarn):
     assert main(["train", "--dataset", "digits", "--epochs", "1", "-q", "--out", str(tmp_path / "m.npz")]) == 0
     assert not [w for w in recwarn if "epochs ran out" in str(w.message)]
+
+
+def test_train_for_minutes_stops_when_they_run_out(tmp_path, capsys, recwarn):
+    # a budget of 6 ms: one batch of 100 of the digits' 1,437 training images, then it stops
+    assert main(["train", "--dataset", "digits", "--minutes", "0.0001", "--out", str(tmp_path / "m.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "up to 0.0001 minutes of adam" in out
+    assert "after 1 epoch (the last one cut short by --minutes)" in out
+    assert not [w for w in recwarn if "ran out" in str(w.message)]  # the minutes asked for: no news
+    model = CNNClassifier.from_params_file(tmp_path / "m.npz")
+    assert model.n_features_in_ == 64
 
 
 def test_warnings_are_printed_in_the_commands_words(tmp_path, capsys):
