@@ -343,8 +343,8 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         Most seconds of wall time per ``fit`` (and ``partial_fit``) call,
         counted from the call's start: training stops after the batch during
         which they run out (the last epoch may then be partial; it counts in
-        ``n_iter_``), with a ``ConvergenceWarning`` unless the stopping rule
-        fired first. The schedules (``learning_rate="cosine"``,
+        ``n_iter_``, and ``t_`` counts the samples seen); ``fit`` warns with a
+        ``ConvergenceWarning`` unless the stopping rule fired first. The schedules (``learning_rate="cosine"``,
         ``warmup_fraction``) then run on the larger of the share of
         ``max_iter`` done and the share of ``max_time`` used, so with a large
         ``max_iter`` a cosine decay reaches 0 as the time runs out, using the
