@@ -369,7 +369,9 @@ def cmd_train(args, say, warn):
         clf.fit(X_train, y_train)
     seconds = time.perf_counter() - start
     accuracy = clf.score(data.X_test, data.y_test)
-    partial = " (the last one cut short by --minutes)" if clf.t_ < clf.n_iter_ * len(X_train) else ""
+    partial = ""
+    if clf.t_ < clf.n_iter_ * len(X_train):
+        partial = " (the last one cut short by --minutes)" if clf.n_iter_ > 1 else " (cut short by --minutes)"
     say(f"Test accuracy on {data.title}: {accuracy:.4f} after {_count(clf.n_iter_, 'epoch')}{partial} "
         f"in {seconds:.1f} s")  # fmt: skip
     names = class_names(clf, {"dataset": data.source.get("dataset")})
@@ -554,7 +556,7 @@ def _positive_float(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
@@ -608,7 +610,8 @@ def build_parser():
                        help="train on the pictures in DIR, one subfolder per class named after it "
                        "(a fifth held out for testing); not with --dataset or --idx")  # fmt: skip
     train.add_argument("--epochs", type=_positive_int, metavar="N",
-                       help=f"passes over the training images (default: {default_epochs})")
+                       help=f"passes over the training images (default: {default_epochs}; with --minutes, "
+                       f"up to {EPOCHS_UNDER_MINUTES}, which the minutes end first)")
     train.add_argument("--minutes", type=_positive_float, metavar="M",
                        help="train for at most M minutes of wall time: training stops after the batch "
                        "during which they run out, and --schedule cosine decays to 0 as they do; "

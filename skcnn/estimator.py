@@ -344,11 +344,12 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         counted from the call's start: training stops after the batch during
         which they run out (the last epoch may then be partial; it counts in
         ``n_iter_``, and ``t_`` counts the samples seen); ``fit`` warns with a
-        ``ConvergenceWarning`` unless the stopping rule fired first. The schedules (``learning_rate="cosine"``,
-        ``warmup_fraction``) then run on the larger of the share of
-        ``max_iter`` done and the share of ``max_time`` used, so with a large
-        ``max_iter`` a cosine decay reaches 0 as the time runs out, using the
-        whole budget whatever this machine's speed. A time budget makes the
+        ``ConvergenceWarning`` unless the stopping rule fired first. The
+        schedules (``learning_rate="cosine"``, ``warmup_fraction``) then run
+        on the larger of the share of ``max_iter`` done and the share of
+        ``max_time`` used, so with a large ``max_iter`` a cosine decay reaches
+        0 as the time runs out, using the whole budget whatever this
+        machine's speed. A time budget makes the
         number of steps, and so the fit, depend on the machine and its load:
         ``random_state`` no longer gives identical fits. MLP has none.
     shuffle : bool, default=True

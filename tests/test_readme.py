@@ -106,5 +106,10 @@ def test_readme_fashion_best_block_is_the_benchmarks_configuration():
     accuracy = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(accuracy)
     # what --minutes 30 sets: a time budget, and an epoch cap it never reaches
-    configured = dict(accuracy.CONFIGS["fashion-best"], max_iter=accuracy.EPOCHS_CAP, max_time=30 * 60.0)
+    configured = dict(
+        accuracy.CONFIGS["fashion-best"],
+        max_iter=accuracy.EPOCHS_CAP,
+        max_time=30 * 60.0,
+        n_iter_no_change=accuracy.EPOCHS_CAP,  # as run() sets it: the stopping rule never ends it
+    )
     assert shown == configured
