@@ -477,12 +477,13 @@ class Trainer:
             from sklearn.exceptions import ConvergenceWarning
 
             what = "validation score" if self.early_stopping else "training loss"
+            # the reason is the name of the parameter that ended training
             budget = f"max_iter={max_epochs} epochs" if reason == "max_iter" else f"max_time={self.max_time:g} s"
             warn_user(
                 f"{budget} ran out before the stopping rule fired (the {what} "
                 f"still improved by more than tol={self.tol:g} within n_iter_no_change="
                 f"{self.n_iter_no_change} epochs): training has not converged. Raise "
-                f"{'max_iter' if reason == 'max_iter' else 'max_time'} to train longer.",
+                f"{reason} to train longer.",
                 ConvergenceWarning,
             )
         if self.early_stopping and self._best_state is not None:

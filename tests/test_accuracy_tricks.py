@@ -59,16 +59,28 @@ def test_warmup_then_cosine_rate_curve():
     assert scheduled_rate("constant", 0.5, lr, warmup=0.1) == lr
 
 
+class StepClock:
+    """A clock that advances one second per optimizer step (Adam.parts is
+    called once a step), so that a time budget is counted in steps; ``rates``
+    records each step's learning rate."""
+
+    def __init__(self, monkeypatch):
+        self.now = 0.0
+        self.rates = []
+        original = Adam.parts
+
+        def stepping(optimizer, *args, **kwargs):
+            self.rates.append(optimizer.lr)
+            self.now += 1.0
+            return original(optimizer, *args, **kwargs)
+
+        monkeypatch.setattr(Adam, "parts", stepping)
+        monkeypatch.setattr(Trainer, "clock", staticmethod(lambda: self.now))
+
+
 def test_each_training_step_takes_the_scheduled_rate(digits, monkeypatch):
     X, y, _, _ = digits
-    rates = []
-    original = Adam.parts
-
-    def recording(self, *args, **kwargs):
-        rates.append(self.lr)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Adam, "parts", recording)
+    rates = StepClock(monkeypatch).rates
     lr = 0.004
     clf = fit_quietly(
         small(learning_rate="cosine", warmup_fraction=0.5, learning_rate_init=lr, max_iter=2, batch_size=100),
@@ -83,28 +95,9 @@ def test_each_training_step_takes_the_scheduled_rate(digits, monkeypatch):
     assert rates == [lr] * 4
 
 
-class StepClock:
-    """A clock that advances one second per optimizer step (Adam.parts is
-    called once a step), so that a time budget is counted in steps."""
-
-    def __init__(self, monkeypatch, record=None):
-        self.now = 0.0
-        original = Adam.parts
-
-        def stepping(optimizer, *args, **kwargs):
-            if record is not None:
-                record.append(optimizer.lr)
-            self.now += 1.0
-            return original(optimizer, *args, **kwargs)
-
-        monkeypatch.setattr(Adam, "parts", stepping)
-        monkeypatch.setattr(Trainer, "clock", staticmethod(lambda: self.now))
-
-
 def test_max_time_drives_the_cosine_schedule_and_stops_training(digits, monkeypatch):
     X, y, _, _ = digits
-    rates = []
-    StepClock(monkeypatch, rates)
+    clock = StepClock(monkeypatch)
     lr = 0.004
     clf = small(learning_rate="cosine", learning_rate_init=lr, max_iter=100, max_time=6, batch_size=100)
     with pytest.warns(ConvergenceWarning, match=r"max_time=6 s ran out .* Raise max_time"):
@@ -112,26 +105,25 @@ def test_max_time_drives_the_cosine_schedule_and_stops_training(digits, monkeypa
     # 4 steps an epoch; the time share (k of 6 seconds) outpaces the epochs' (k of 400 steps):
     # the cosine reaches 0 as the 6 seconds run out, after the 6th step, in the second epoch
     expected = [lr * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]
-    np.testing.assert_allclose(rates, expected, rtol=1e-12)
+    np.testing.assert_allclose(clock.rates, expected, rtol=1e-12)
     assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2 and clf.t_ == 600
 
 
 def test_max_time_or_max_iter_whichever_runs_out_first(digits, monkeypatch):
     X, y, _, _ = digits
-    rates = []
-    StepClock(monkeypatch, rates)
+    clock = StepClock(monkeypatch)
     lr = 0.004
     # 2 epochs of 4 steps run out before 100 seconds: the epochs set the pace, as without max_time
     clf = small(learning_rate="cosine", learning_rate_init=lr, max_iter=2, max_time=100, batch_size=100)
     with pytest.warns(ConvergenceWarning, match=r"max_iter=2 epochs ran out"):
         clf.fit(X, y)
-    np.testing.assert_allclose(rates, [lr * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)], rtol=1e-12)
+    np.testing.assert_allclose(clock.rates, [lr * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)], rtol=1e-12)
     # a constant rate stays constant; the budget only stops training (3 steps: the first epoch's 4th never runs)
-    rates.clear()
+    clock.rates.clear()
     clf = small(learning_rate_init=lr, max_iter=100, max_time=3, batch_size=100)
     with pytest.warns(ConvergenceWarning, match="max_time=3 s"):
         clf.fit(X, y)
-    assert rates == [lr] * 3 and clf.n_iter_ == 1 and clf.t_ == 300
+    assert clock.rates == [lr] * 3 and clf.n_iter_ == 1 and clf.t_ == 300
 
 
 def test_max_time_on_the_real_clock_trains_at_least_one_batch(digits):
