@@ -1,10 +1,23 @@
+import importlib.util
 import types
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from skcnn.functions import numerical_gradient
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name):
+    """The script benchmarks/NAME.py as a module (benchmarks/ is no package)."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def rel_error(a, b):

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
@@ -93,25 +94,14 @@ def test_readme_dask_example_runs_as_a_script(monkeypatch):
     assert printed.keys() == claimed.keys() and printed["learning_rate_init"] in (3e-4, 1e-3, 3e-3)
 
 
-def _accuracy_benchmark():
-    """benchmarks/accuracy.py as a module (benchmarks/ is no package)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "accuracy.py"
-    spec = importlib.util.spec_from_file_location("accuracy_for_readme", path)
-    accuracy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(accuracy)
-    return accuracy
-
-
 def test_readme_names_only_configurations_the_benchmark_has():
     named = set(re.findall(r"--config\s+([\w-]+)", README))
     assert {"fashion-best", "fashion-best-lr02", "fashion-best-reg"} <= named  # the pattern finds them
-    assert named <= set(_accuracy_benchmark().CONFIGS)
+    assert named <= set(load_benchmark("accuracy").CONFIGS)
 
 
 def test_readme_fashion_best_reg_is_fashion_best_with_erasing_and_label_smoothing():
-    configs = _accuracy_benchmark().CONFIGS
+    configs = load_benchmark("accuracy").CONFIGS
     changed = {k: v for k, v in configs["fashion-best-reg"].items() if configs["fashion-best"].get(k) != v}
     assert changed == {"augment": "shift+flip+erase", "label_smoothing": 0.1}
     assert "`fashion-best-reg`: `fashion-best` with random erasing and label smoothing 0.1" in README
@@ -124,7 +114,7 @@ def test_readme_fashion_best_block_is_the_benchmarks_configuration():
     block = re.search(r"```\n(CNNClassifier\(.*?\))\s*#", section, re.S).group(1)
     call = ast.parse(block).body[0].value
     shown = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
-    accuracy = _accuracy_benchmark()
+    accuracy = load_benchmark("accuracy")
     # what --minutes 30 sets: a time budget, and an epoch cap it never reaches
     configured = dict(
         accuracy.CONFIGS["fashion-best"],
