@@ -535,9 +535,10 @@ _positive_int = _whole_number(1)
 _seed = _whole_number(0, 2**32 - 1, "between 0 and 2**32 - 1")
 
 
-#: max_iter under --minutes without --epochs: a cap that the minutes end first
-#: on any data set worth timing (26 epochs of the deep preset on Fashion-MNIST
-#: fit in 30 minutes on two cores).
+#: max_iter under --minutes without --epochs (and benchmarks/accuracy.py's
+#: --minutes): a cap that the minutes end first on any data set worth timing
+#: (26-29 passes of the deep preset over Fashion-MNIST fit in 30 minutes on
+#: two cores).
 EPOCHS_UNDER_MINUTES = 1000
 
 

@@ -96,15 +96,32 @@ def test_readme_dask_example_runs_as_a_script(monkeypatch):
 
 def test_readme_names_only_configurations_the_benchmark_has():
     named = set(re.findall(r"--config\s+([\w-]+)", README))
-    assert {"fashion-best", "fashion-best-lr02", "fashion-best-reg"} <= named  # the pattern finds them
+    assert {"fashion-best", "fashion-best-lr01", "fashion-best-reg"} <= named  # the pattern finds them
     assert named <= set(load_benchmark("accuracy").CONFIGS)
 
 
-def test_readme_fashion_best_reg_is_fashion_best_with_erasing_and_label_smoothing():
+def changed(configs, name, base):
+    """The parameters of configuration ``name`` that differ from ``base``'s."""
+    return {k: v for k, v in configs[name].items() if configs[base].get(k) != v}
+
+
+def test_readme_fashion_best_reg_is_fashion_best_lr01_with_erasing_and_label_smoothing():
     configs = load_benchmark("accuracy").CONFIGS
-    changed = {k: v for k, v in configs["fashion-best-reg"].items() if configs["fashion-best"].get(k) != v}
-    assert changed == {"augment": "shift+flip+erase", "label_smoothing": 0.1}
-    assert "`fashion-best-reg`: `fashion-best` with random erasing and label smoothing 0.1" in README
+    assert changed(configs, "fashion-best-reg", "fashion-best-lr01") == {
+        "augment": "shift+flip+erase",
+        "label_smoothing": 0.1,
+    }
+    assert (
+        "`fashion-best-reg`, which is `fashion-best-lr01` (`fashion-best` as it was then) "
+        "with random erasing and label smoothing 0.1" in README
+    )
+
+
+def test_readme_fashion_best_lr01_is_fashion_best_from_a_learning_rate_of_0_1():
+    configs = load_benchmark("accuracy").CONFIGS
+    assert changed(configs, "fashion-best-lr01", "fashion-best") == {"learning_rate_init": 0.1}
+    assert configs["fashion-best"]["learning_rate_init"] == 0.2
+    assert "today's `fashion-best-lr01`" in README
 
 
 def test_readme_fashion_best_block_is_the_benchmarks_configuration():
@@ -118,8 +135,8 @@ def test_readme_fashion_best_block_is_the_benchmarks_configuration():
     # what --minutes 30 sets: a time budget, and an epoch cap it never reaches
     configured = dict(
         accuracy.CONFIGS["fashion-best"],
-        max_iter=accuracy.EPOCHS_CAP,
+        max_iter=accuracy.EPOCHS_UNDER_MINUTES,
         max_time=30 * 60.0,
-        n_iter_no_change=accuracy.EPOCHS_CAP,  # as run() sets it: the stopping rule never ends it
+        n_iter_no_change=accuracy.EPOCHS_UNDER_MINUTES,  # as run() sets it: the stopping rule never ends it
     )
     assert shown == configured
