@@ -303,3 +303,60 @@ def test_resnet_preset_learns_and_reads_back_as_the_preset(digits, tmp_path):
     loaded = CNNClassifier.from_params_file(tmp_path / "resnet.npz")
     assert loaded.architecture == "resnet" and loaded.layers is None
     np.testing.assert_array_equal(loaded.predict_proba(X_test), full.predict_proba(X_test))
+
+
+# -- recipes ------------------------------------------------------------------------
+
+
+def test_from_recipe_sets_every_parameter_of_the_recipe_and_defaults_elsewhere():
+    from skcnn.estimator import RECIPES
+
+    recipe = RECIPES["fashion-best"]
+    clf = CNNClassifier.from_recipe("fashion-best")
+    params, defaults = clf.get_params(), CNNClassifier().get_params()
+    assert {name: params[name] for name in recipe} == recipe
+    assert {k: v for k, v in params.items() if k not in recipe} == {k: v for k, v in defaults.items() if k not in recipe}
+    # every value of the recipe differs from the default: none is a no-op
+    assert all(defaults[name] != value for name, value in recipe.items())
+    # the returned estimator holds the values as if typed out: clone keeps them
+    from sklearn.base import clone
+
+    assert clone(clf).get_params() == params
+
+
+def test_from_recipe_params_override_the_recipe_and_the_dict_is_not_changed():
+    from skcnn.estimator import RECIPES
+
+    before = dict(RECIPES["fashion-best"])
+    clf = CNNClassifier.from_recipe("fashion-best", max_iter=3, learning_rate_init=0.05, random_state=7)
+    assert (clf.max_iter, clf.learning_rate_init, clf.random_state, clf.solver) == (3, 0.05, 7, "nesterov")
+    clf.set_params(max_iter=4)
+    assert RECIPES["fashion-best"] == before
+
+
+@pytest.mark.parametrize("name", ["fashion", "Fashion-Best", "", None, 3])
+def test_from_recipe_refuses_an_unknown_recipe_naming_the_known_ones(name):
+    with pytest.raises(ValueError, match=r"name must be one of \['fashion-best'\]"):
+        CNNClassifier.from_recipe(name)
+
+
+def test_from_recipe_refuses_an_unknown_parameter():
+    with pytest.raises(TypeError, match="learning_rate_int"):
+        CNNClassifier.from_recipe("fashion-best", learning_rate_int=0.1)
+
+
+def test_the_fashion_best_recipe_learns_and_its_file_predicts_with_its_test_time_settings(digits, tmp_path):
+    X, y, X_test, y_test = digits
+    clf = fit_quietly(
+        CNNClassifier.from_recipe("fashion-best", max_iter=15, learning_rate_init=0.1, random_state=0), X, y
+    )
+    kinds = [type(layer).__name__ for layer in clf.network_.layers]
+    assert kinds.count("Conv2D") == 4 and "BatchNorm" in kinds and "Dropout" in kinds  # the deep preset
+    assert clf.score(X_test, y_test) > 0.8
+    clf.save_params(tmp_path / "best.npz")
+    loaded = CNNClassifier.from_params_file(tmp_path / "best.npz")
+    assert (loaded.architecture, loaded.test_time_flips, loaded.test_time_shifts) == ("deep", True, 1)
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), clf.predict_proba(X_test))
+    # and the ten test-time views are in use: one pass predicts differently
+    one_pass = CNNClassifier.from_params_file(tmp_path / "best.npz", test_time_flips=False, test_time_shifts=0)
+    assert not np.allclose(one_pass.predict_proba(X_test), clf.predict_proba(X_test))

@@ -62,6 +62,10 @@ def test_accuracy_budget_run_saves_and_scores_the_saved_model(tmp_path, capsys):
 
     loaded = CNNClassifier.from_params_file(out)
     assert loaded.architecture == "resnet" and loaded.ema_decay == 0.999
+    # fashion-best is the estimator's recipe of that name: one definition
+    from skcnn.estimator import RECIPES
+
+    assert accuracy.CONFIGS["fashion-best"] == RECIPES["fashion-best"]
     # fashion-best predicts with test-time flips and shifts: its saved file does too
     best = accuracy.run("fashion-best", accuracy.CONFIGS["fashion-best"], data, max_epochs=1, out=tmp_path / "b.npz")
     loaded_best = CNNClassifier.from_params_file(tmp_path / "b.npz")
