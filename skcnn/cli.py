@@ -323,6 +323,25 @@ def _count(n, noun):
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
+#: What ``skcnn train`` trains with when neither --recipe nor the flag sets it
+#: (the origin project's training; the flags' help names these defaults).
+TRAIN_DEFAULTS = dict(architecture="origin", solver="adam", learning_rate_init=1e-3, learning_rate="constant", augment=None)
+
+
+def _training_settings(args):
+    """The estimator parameters that ``skcnn train``'s flags ask for: the
+    command's defaults, then --recipe's parameters, then the flags given."""
+    from .estimator import RECIPES
+
+    settings = dict(TRAIN_DEFAULTS)
+    if args.recipe is not None:
+        settings.update(RECIPES[args.recipe])
+    given = dict(architecture=args.architecture, solver=args.solver, learning_rate_init=args.lr,
+                 learning_rate=args.schedule, augment=args.augment)  # fmt: skip
+    settings.update({name: value for name, value in given.items() if value is not None})
+    return settings
+
+
 def cmd_train(args, say, warn):
     from . import CNNClassifier
     from .plotting import plot_predictions
@@ -330,36 +349,37 @@ def cmd_train(args, say, warn):
     data = _load_data(args.dataset, args.idx, args.data_home, say, images=args.images,
                       fallback=args.dataset is None and args.idx is None)  # fmt: skip
     X_train, y_train = data.X_train[: args.n_train], data.y_train[: args.n_train]
+    settings = _training_settings(args)
+    recipe_epochs = settings.pop("max_iter", None)
     if args.minutes is not None:  # the minutes end training; --epochs, when given, still caps it
         epochs = args.epochs or EPOCHS_UNDER_MINUTES
     else:
-        epochs = args.epochs or (data.entry.default_epochs if data.entry else 5)
+        epochs = args.epochs or recipe_epochs or (data.entry.default_epochs if data.entry else 5)
     used = _count(len(data.X_train), "training image")
     if args.n_train is not None and args.n_train < len(data.X_train):
         used = f"the first {args.n_train:,} of {used}"
     elif args.n_train is not None:
         used = f"all {used} (--n-train asked for {args.n_train:,})"
     h, w = X_train.shape[2:]
-    network = f"{args.architecture} network ({_describe_network(args.architecture)})"
+    network = f"{settings['architecture']} network ({_describe_network(settings['architecture'])})"
     batches = (f"batches of {args.batch_size}" if args.batch_size <= len(X_train)
                else f"each step on all {len(X_train):,} images (fewer than --batch-size {args.batch_size})")  # fmt: skip
     say(f"Training the {network} on {data.title}: {used} ({h}x{w}), "
-        f"{_count(len(data.X_test), 'test image')}; {_length(args.minutes, args.epochs, epochs)} of {args.solver} "
-        f"at {args.lr:g}, {batches}. The model will go to {args.out}"
+        f"{_count(len(data.X_test), 'test image')}; {_length(args.minutes, args.epochs, epochs)} of {settings['solver']} "
+        f"at {settings['learning_rate_init']:g}, {batches}. The model will go to {args.out}"
         + (f", test predictions to {args.picture}." if args.picture else "."))  # fmt: skip
+    if args.recipe is not None:
+        say(f"Recipe {args.recipe} (CNNClassifier.from_recipe), with the flags given beside it: "
+            + ", ".join(f"{name}={value!r}" for name, value in settings.items()))  # fmt: skip
     clf = CNNClassifier(
-        architecture=args.architecture,
-        solver=args.solver,
-        learning_rate_init=args.lr,
-        learning_rate=args.schedule,
+        **settings,
         batch_size=min(args.batch_size, len(X_train)),  # a small --n-train: all of it per step
         max_iter=epochs,
         max_time=None if args.minutes is None else args.minutes * 60,
-        augment=args.augment,
         random_state=args.random_state,
         verbose=0 if args.quiet else 2,
         # train the epochs asked for; "adaptive" lowers the rate after two epochs without progress
-        n_iter_no_change=1 if args.schedule == "adaptive" else epochs,
+        n_iter_no_change=1 if settings["learning_rate"] == "adaptive" else epochs,
     )
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -376,6 +396,10 @@ def cmd_train(args, say, warn):
         f"in {seconds:.1f} s")  # fmt: skip
     names = class_names(clf, {"dataset": data.source.get("dataset")})
     metadata = {**data.source, "n_train": len(X_train), "class_names": names}
+    # how it was trained: a loaded model restores its network and test-time settings, not these
+    metadata["params"] = clf.get_params()
+    if args.recipe is not None:
+        metadata["recipe"] = args.recipe
     if data.framing is not None:  # how skcnn predict prepares pictures for this model
         metadata["framing"] = data.framing
     out = _save(args.out, lambda name: clf.save_params(name, metadata=metadata), "the model", warn)
@@ -611,7 +635,8 @@ def build_parser():
                        help="train on the pictures in DIR, one subfolder per class named after it "
                        "(a fifth held out for testing); not with --dataset or --idx")  # fmt: skip
     train.add_argument("--epochs", type=_positive_int, metavar="N",
-                       help=f"passes over the training images (default: {default_epochs}; with --minutes, "
+                       help=f"passes over the training images (default: {default_epochs}; with --recipe, the "
+                       "recipe's; with --minutes, "
                        f"up to {EPOCHS_UNDER_MINUTES}, which the minutes end first)")
     train.add_argument("--minutes", type=_positive_float, metavar="M",
                        help="train for at most M minutes of wall time: training stops after the batch "
@@ -619,17 +644,24 @@ def build_parser():
                        "--epochs, if given, still caps the passes (default: no time limit)")  # fmt: skip
     train.add_argument("--n-train", type=_positive_int, metavar="N",
                        help="train on the first N training images only (default: all)")
-    train.add_argument("--architecture", choices=list(PRESETS), default="origin",
+    train.add_argument("--recipe", metavar="NAME",
+                       help="train with a recipe of CNNClassifier.from_recipe (its docstring lists "
+                       "them), e.g. fashion-best: its network, optimizer, schedule, augmentation, "
+                       "epochs and test-time settings; --architecture, "
+                       "--solver, --lr, --schedule, --augment and --epochs given beside it override "
+                       "its own (default: none)")  # fmt: skip
+    defaults = TRAIN_DEFAULTS  # None below: not given, so --recipe or these decide
+    train.add_argument("--architecture", choices=list(PRESETS), default=None,
                        help="network: " + "; ".join(f"{n} = {_describe_network(n)}" for n in PRESETS)
-                       + " (default: %(default)s)")  # fmt: skip
-    train.add_argument("--solver", choices=sorted(SOLVERS), default="adam",
-                       help="optimizer (default: %(default)s)")
-    train.add_argument("--lr", type=_positive_float, default=1e-3, metavar="RATE",
-                       help="initial learning rate (default: %(default)s)")
-    train.add_argument("--schedule", choices=LEARNING_RATES, default="constant",
+                       + f" (default: {defaults['architecture']})")  # fmt: skip
+    train.add_argument("--solver", choices=sorted(SOLVERS), default=None,
+                       help=f"optimizer (default: {defaults['solver']})")
+    train.add_argument("--lr", type=_positive_float, default=None, metavar="RATE",
+                       help=f"initial learning rate (default: {defaults['learning_rate_init']})")
+    train.add_argument("--schedule", choices=LEARNING_RATES, default=None,
                        help="learning rate over time: constant; adaptive (divided by 5 after two "
                        "epochs without progress, training stops when it would fall below 1e-6); "
-                       "cosine (decayed to 0 along a half cosine) (default: %(default)s)")  # fmt: skip
+                       f"cosine (decayed to 0 along a half cosine) (default: {defaults['learning_rate']})")  # fmt: skip
     train.add_argument("--batch-size", type=_positive_int, default=100, metavar="N",
                        help="images per training step (default: %(default)s)")
     train.add_argument("--augment", type=_augmentations, metavar="NAMES",
@@ -702,6 +734,12 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.func is cmd_train and args.images and (args.dataset or args.idx):
         args.parser.error("argument --images: not allowed with --dataset or --idx")
+    if args.func is cmd_train and args.recipe is not None:
+        from .estimator import RECIPES  # here, not in the parser: scikit-learn takes seconds to import
+
+        if args.recipe not in RECIPES:
+            known = ", ".join(map(repr, RECIPES))
+            args.parser.error(f"argument --recipe: invalid choice: {args.recipe!r} (choose from {known})")
     _check_outputs(args)
     try:
         n_threads()  # a bad SKCNN_NUM_THREADS stops the command before any work, like a bad flag

@@ -236,7 +236,8 @@ def test_help_lists_choices_and_defaults(capsys):
     for shown in ("--architecture {origin,deep,resnet}", "(default: origin)", "--solver {adagrad,adam,momentum,nesterov,rmsprop,sgd}",
                   "(default: adam)", "--schedule {constant,adaptive,cosine}", "(default: constant)",
                   "names from shift, flip, erase joined by '+'", "initial learning rate (default: 0.001)",
-                  "(default: 5 for mnist, fashion-mnist; 30 for digits; with --minutes, up to 1000, which the minutes end first)", "(default: model.npz)"):  # fmt: skip
+                  "(default: 5 for mnist, fashion-mnist; 30 for digits; with --recipe, the recipe's; with --minutes, up to 1000, which the minutes end first)", "(default: model.npz)",
+                  "--recipe NAME", "e.g. fashion-best"):  # fmt: skip
         assert shown in text
 
 
@@ -591,3 +592,45 @@ def test_warnings_are_printed_in_the_commands_words(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "skcnn train: warning: " in err and "broken.png" in err
     assert "UserWarning" not in err and ".py:" not in err
+
+
+def test_train_with_a_recipe_takes_its_settings_and_the_flags_given_beside_it(tmp_path, capsys):
+    from skcnn.estimator import RECIPES
+    from skcnn.persistence import load_network
+
+    out = tmp_path / "m.npz"
+    argv = ["train", "--dataset", "digits", "--recipe", "fashion-best", "--lr", "0.05", "--n-train", "100", "-q"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "deep network" in printed and "25 epochs of nesterov at 0.05" in printed  # the recipe's epochs
+    assert "Recipe fashion-best (CNNClassifier.from_recipe)" in printed and "weight_decay=0.0005" in printed
+    model = CNNClassifier.from_params_file(out)  # prediction's settings are in the file
+    assert (model.architecture, model.test_time_flips, model.test_time_shifts) == ("deep", True, 1)
+    trained = load_network(out).extra["metadata"]["params"]
+    expected = dict(RECIPES["fashion-best"], learning_rate_init=0.05)
+    assert {name: trained[name] for name in expected} == expected
+    # --epochs beside it overrides the recipe's
+    assert main([*argv, "--epochs", "2", "--out", str(tmp_path / "two.npz")]) == 0
+    assert "2 epochs of nesterov" in capsys.readouterr().out
+    assert load_network(tmp_path / "two.npz").extra["metadata"]["params"]["max_iter"] == 2
+
+
+def test_train_without_a_recipe_keeps_the_origin_training(tmp_path, capsys):
+    from skcnn.persistence import load_network
+
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "-q", "--out", str(tmp_path / "m.npz")]) == 0
+    assert "origin network" in capsys.readouterr().out
+    trained = load_network(tmp_path / "m.npz").extra["metadata"]["params"]
+    defaults = CNNClassifier().get_params()
+    for name in ("architecture", "solver", "learning_rate_init", "learning_rate", "augment", "weight_decay"):
+        assert trained[name] == defaults[name], name
+
+
+@pytest.mark.parametrize("name", ["fashion", "FASHION-BEST", ""])
+def test_train_refuses_an_unknown_recipe_before_any_work(name, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--dataset", "digits", "--recipe", name, "--out", str(tmp_path / "m.npz")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --recipe: invalid choice: {name!r} (choose from 'fashion-best')" in err
+    assert not (tmp_path / "m.npz").exists()

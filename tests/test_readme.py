@@ -140,3 +140,19 @@ def test_readme_fashion_best_block_is_the_benchmarks_configuration():
         n_iter_no_change=accuracy.EPOCHS_UNDER_MINUTES,  # as run() sets it: the stopping rule never ends it
     )
     assert shown == configured
+
+
+def test_readme_from_recipe_line_builds_the_estimator_its_block_shows():
+    import ast
+
+    from skcnn import CNNClassifier
+
+    section = README.split("### Toward 95% in 30 minutes")[1]
+    block = re.search(r"```\n(CNNClassifier\(.*?\))\s*#", section, re.S).group(1)
+    line = re.search(r"```\n(CNNClassifier\.from_recipe\(.*?\))\s*#", section, re.S).group(1)
+    call = ast.parse(line).body[0].value
+    args = [ast.literal_eval(arg) for arg in call.args]
+    kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    shown = ast.parse(block).body[0].value
+    typed_out = CNNClassifier(**{kw.arg: ast.literal_eval(kw.value) for kw in shown.keywords})
+    assert CNNClassifier.from_recipe(*args, **kwargs).get_params() == typed_out.get_params()
