@@ -325,7 +325,9 @@ def _count(n, noun):
 
 #: What ``skcnn train`` trains with when neither --recipe nor the flag sets it
 #: (the origin project's training; the flags' help names these defaults).
-TRAIN_DEFAULTS = dict(architecture="origin", solver="adam", learning_rate_init=1e-3, learning_rate="constant", augment=None)
+TRAIN_DEFAULTS = dict(
+    architecture="origin", solver="adam", learning_rate_init=1e-3, learning_rate="constant", augment=None
+)
 
 
 def _training_settings(args):
