@@ -323,8 +323,10 @@ def _count(n, noun):
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-#: What ``skcnn train`` trains with when neither --recipe nor the flag sets it
-#: (the origin project's training; the flags' help names these defaults).
+#: What ``skcnn train`` trains with when neither --recipe nor the flag sets it:
+#: CNNClassifier's own defaults (the origin project's training), restated here
+#: because the parser's help names them and must not import scikit-learn
+#: (tests/test_cli.py checks that they equal the estimator's).
 TRAIN_DEFAULTS = dict(
     architecture="origin", solver="adam", learning_rate_init=1e-3, learning_rate="constant", augment=None
 )

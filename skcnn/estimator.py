@@ -126,9 +126,10 @@ def _finite(low, high=np.inf, *, closed=(True, True)):
 #: (the README's accuracy section). Keys are estimator parameters.
 RECIPES = {
     # Issue #17's best on Fashion-MNIST in 30 minutes on two cores (94.81-95.01%
-    # from the saved model over seven trainings, README): the deep preset trained with Nesterov
-    # momentum 0.9 from 0.2 on a cosine schedule, weight decay 5e-4, random
-    # shifts and flips, predicting with test-time flips and 1-pixel shifts.
+    # from the saved model over seven trainings, README): the deep preset
+    # trained with Nesterov momentum 0.9 from 0.2 on a cosine schedule, weight
+    # decay 5e-4, random shifts and flips, predicting with test-time flips and
+    # 1-pixel shifts.
     "fashion-best": dict(
         architecture="deep",
         max_iter=25,
@@ -1270,8 +1271,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         ``"fashion-best"``
             The best measured on Fashion-MNIST in 30 minutes on two CPU
             cores (issue #17; the README's accuracy section): 94.81-95.01%
-            test accuracy over seven trainings, mean 94.93%. ``architecture="deep"``, ``solver="nesterov"``
-            (Sutskever et al., 2013) from ``learning_rate_init=0.2`` with
+            test accuracy over seven trainings, mean 94.93%.
+            ``architecture="deep"``, ``solver="nesterov"`` (Sutskever et
+            al., 2013) from ``learning_rate_init=0.2`` with
             ``learning_rate="cosine"`` (Loshchilov & Hutter, 2017) over
             ``max_iter=25`` epochs, ``weight_decay=5e-4``,
             ``augment="shift+flip"``, ``test_time_flips=True`` and

@@ -634,3 +634,10 @@ def test_train_refuses_an_unknown_recipe_before_any_work(name, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"argument --recipe: invalid choice: {name!r} (choose from 'fashion-best')" in err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_train_defaults_are_the_estimators_own():
+    from skcnn.cli import TRAIN_DEFAULTS
+
+    defaults = CNNClassifier().get_params()
+    assert TRAIN_DEFAULTS == {name: defaults[name] for name in TRAIN_DEFAULTS}
