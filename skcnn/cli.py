@@ -343,6 +343,8 @@ def _training_settings(args):
     given = dict(architecture=args.architecture, solver=args.solver, learning_rate_init=args.lr,
                  learning_rate=args.schedule, augment=args.augment)  # fmt: skip
     settings.update({name: value for name, value in given.items() if value is not None})
+    if settings["augment"] == "none":
+        settings["augment"] = None
     return settings
 
 
@@ -596,12 +598,14 @@ def _folder(text):
 
 
 def _augmentations(text):
+    if text == "none":  # kept as given: it switches off a recipe's augmentation
+        return text
     try:
         Augmenter(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected names from {', '.join(AUGMENTATIONS)} joined by '+' (e.g. shift+flip), "
-            f"got {text!r}"
+            f"or none, got {text!r}"
         ) from None
     return text
 
@@ -670,7 +674,8 @@ def build_parser():
                        help="images per training step (default: %(default)s)")
     train.add_argument("--augment", type=_augmentations, metavar="NAMES",
                        help="random changes to training images: names from "
-                       f"{', '.join(AUGMENTATIONS)} joined by '+', e.g. shift+flip (default: none)")
+                       f"{', '.join(AUGMENTATIONS)} joined by '+', e.g. shift+flip, or none (default: "
+                       "none; with --recipe, the recipe's)")
     train.add_argument("--random-state", type=_seed, default=0, metavar="SEED",
                        help="seed of the initial weights and the shuffling (default: %(default)s)")
     train.add_argument("--out", default="model.npz", metavar="FILE",

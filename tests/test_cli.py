@@ -613,6 +613,10 @@ def test_train_with_a_recipe_takes_its_settings_and_the_flags_given_beside_it(tm
     assert main([*argv, "--epochs", "2", "--out", str(tmp_path / "two.npz")]) == 0
     assert "2 epochs of nesterov" in capsys.readouterr().out
     assert load_network(tmp_path / "two.npz").extra["metadata"]["params"]["max_iter"] == 2
+    # --augment none switches the recipe's augmentation off; other names replace it
+    for augment, expected in (("none", None), ("erase", "erase")):
+        assert main([*argv, "--epochs", "1", "--augment", augment, "--out", str(tmp_path / "a.npz")]) == 0
+        assert load_network(tmp_path / "a.npz").extra["metadata"]["params"]["augment"] == expected
 
 
 def test_train_without_a_recipe_keeps_the_origin_training(tmp_path, capsys):
