@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from conftest import load_benchmark as load
 
 
-@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling"])
+@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling"])
 def test_help_describes_the_script_and_runs_nothing(name, capsys):
     module = load(name)
     with pytest.raises(SystemExit) as info:
@@ -253,3 +254,21 @@ def test_ablation_changes_one_thing_a_row_on_one_budget(config, monkeypatch, cap
         assert differing == set(changes[name]), name  # exactly the row's change
     out = capsys.readouterr().out
     assert f"{'+0.0100':>24}" in out and f"{config} minus row" in out
+
+
+def test_ceiling_counts_the_gradient_products_of_the_origin_network(capsys):
+    ceiling = load("ceiling")
+    forward, training = ceiling.work_per_image("origin")
+    # the origin network's products, by hand (a multiply-add counts as 2): conv 1->16 and
+    # 16->32 (3x3, at 28x28 and 14x14), dense 1568->100 and 100->10
+    conv1, conv2 = 2 * 28 * 28 * 16 * 9, 2 * 14 * 14 * 32 * 9 * 16
+    dense1, dense2 = 2 * 7 * 7 * 32 * 100, 2 * 100 * 10
+    assert conv1 + conv2 + dense1 + dense2 < forward < 1.1 * (conv1 + conv2 + dense1 + dense2)
+    # training adds the kernel gradient of each, and the input gradient of all but the first
+    assert training - forward == conv1 + 2 * (conv2 + dense1 + dense2)
+    ceiling.main(["--architecture", "origin", "--size", "64", "--rounds", "2", "--threads", "3"])
+    out = capsys.readouterr().out
+    peak, on_three = map(float, re.search(r"peak: ([0-9.]+) GFLOPS on one thread .*, ([0-9.]+) on 3", out).groups())
+    assert abs(on_three - 3 * peak) <= 0.25  # both printed to 0.1
+    bound = int(out.splitlines()[-1].split()[-2].replace(",", ""))
+    assert abs(bound - on_three * 1e9 / forward) <= 0.001 * bound  # as printed, rounded
