@@ -4,6 +4,8 @@ import importlib.util
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from conftest import load_benchmark as load
 
 
-@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling"])
+@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes"])
 def test_help_describes_the_script_and_runs_nothing(name, capsys):
     module = load(name)
     with pytest.raises(SystemExit) as info:
@@ -272,3 +274,17 @@ def test_ceiling_counts_the_gradient_products_of_the_origin_network(capsys):
     assert abs(on_three - 3 * peak) <= 0.25  # both printed to 0.1
     bound = int(out.splitlines()[-1].split()[-2].replace(",", ""))
     assert abs(bound - on_three * 1e9 / forward) <= 0.001 * bound  # as printed, rounded
+
+
+def test_threads_vs_processes_times_every_worker_of_each_way():
+    module = load("threads_vs_processes")
+    # as a script: its worker processes (spawned) import it by path, as users run it
+    script = Path(module.__file__)
+    done = subprocess.run([sys.executable, str(script), "--steps", "2", "--warm-up", "0"],
+                          capture_output=True, text=True, check=True, timeout=300)  # fmt: skip
+    rows = done.stdout.splitlines()[1:]
+    assert [row.split("  ")[1].strip() for row in rows] == [name for name, _, _ in module.WAYS]
+    for row, (_, processes, threads) in zip(rows, module.WAYS):
+        times = re.search(r"\s{2,}([0-9., ]+) ms", row).group(1).split(",")
+        assert len(times) == processes * threads and all(float(t) > 0 for t in times)
+    assert rows[0].split("ms")[1].split()[0] == "1.00x"  # alone, against itself
