@@ -28,7 +28,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 
 import numpy as np
 import threadpoolctl
@@ -202,28 +202,77 @@ def single_threaded_blas():
     return _BLAS.hold()
 
 
-def _cgroup_cpus():
-    """CPUs the cgroup's CPU quota allows (rounded up), or None without a quota.
+def _cgroup_membership(membership):
+    """The process's cgroup path per hierarchy from ``membership`` (the
+    format of /proc/self/cgroup): ``{"": path}`` for cgroup v2's unified
+    hierarchy ("0::/path"), ``{"cpu": path}`` for v1's cpu controller
+    ("4:cpu,cpuacct:/path")."""
+    paths = {}
+    try:
+        with open(membership) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return paths
+    for line in lines:
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        if controllers == "":
+            paths[""] = path
+        elif "cpu" in controllers.split(","):
+            paths["cpu"] = path
+    return paths
+
+
+def _cpus_from_quota(quota, period):
+    """CPUs a quota pays for, rounded up; None for no limit or an unreadable one."""
+    try:
+        quota, period = int(quota), int(period)
+    except ValueError:  # "max": no limit
+        return None
+    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+
+
+def _read_fields(path):
+    try:
+        with open(path) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+@lru_cache(maxsize=16)  # read once: dozens of files, ~0.1 ms, on every fit and predict otherwise
+def _cgroup_cpus(root="/sys/fs/cgroup", membership="/proc/self/cgroup"):
+    """CPUs the cgroup CPU quota allows (rounded up), or None without a quota.
 
     A container limited to 2 CPUs on a 64-core host sees 64 cores in its
     affinity mask, but gets 2 cores' worth of time: more threads only queue.
+    The quota is looked up in the process's own cgroup (from ``membership``)
+    and each of its ancestors, the smallest winning (a limit on a parent
+    holds for its children): cgroup v2's ``cpu.max`` ("quota period" or
+    "max period") in ``root`` or, on hybrid systems, ``root/unified``, and
+    v1's ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1: none) under the
+    cpu controller's mount. Inside a container with its own cgroup namespace
+    the process's path is "/", so the files at the mount's top are read.
+    Read once per process: a quota changed while it runs is not seen.
     """
-    candidates = [("/sys/fs/cgroup/cpu.max", None)]  # cgroup v2: "quota period" or "max period"
-    candidates += [("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "/sys/fs/cgroup/cpu/cpu.cfs_period_us")]  # v1
-    for quota_path, period_path in candidates:
-        try:
-            with open(quota_path) as f:
-                fields = f.read().split()
-            if period_path is not None:
-                with open(period_path) as f:
-                    fields += f.read().split()
-            quota, period = fields[0], fields[1]
-            if quota in ("max", "-1"):
-                return None
-            return max(1, math.ceil(int(quota) / int(period)))
-        except (OSError, ValueError, IndexError):
-            continue
-    return None
+    paths = _cgroup_membership(membership)
+    v2 = [(os.path.join(root, "unified"), paths.get("", "/")), (root, paths.get("", "/"))]
+    v1 = [(os.path.join(root, name), paths.get("cpu", "/")) for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu")]
+    limits = []
+    for mounts, files in ((v2, ["cpu.max"]), (v1, ["cpu.cfs_quota_us", "cpu.cfs_period_us"])):
+        for mount, path in mounts:
+            if not os.path.isdir(mount):
+                continue
+            parts = [part for part in path.split("/") if part and part not in (".", "..")]
+            for depth in range(len(parts), -1, -1):  # the process's own cgroup, then each parent
+                folder = os.path.join(mount, *parts[:depth])
+                fields = [field for name in files for field in _read_fields(os.path.join(folder, name))]
+                if len(fields) == 2:
+                    limits.append(_cpus_from_quota(*fields))
+    limits = [limit for limit in limits if limit is not None]
+    return min(limits) if limits else None
 
 
 def _env_threads():

@@ -75,6 +75,53 @@ def test_thread_count_follows_the_environment_variable(monkeypatch):
     assert 1 <= parallel.n_threads() <= cores
 
 
+def _cgroup_tree(tmp_path, membership, files):
+    """A fake /sys/fs/cgroup (``files``: relative path -> content) and /proc/self/cgroup."""
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "membership").write_text(membership)
+    return dict(root=str(root), membership=str(tmp_path / "membership"))
+
+
+@pytest.mark.parametrize(
+    "membership, files, cpus",
+    [
+        # cgroup v2, the process in a nested cgroup with a quota of 1.5 CPUs (systemd CPUQuota=150%)
+        ("0::/system.slice/job.service\n", {"system.slice/job.service/cpu.max": "150000 100000\n"}, 2),
+        # a parent's smaller quota holds for its child
+        ("0::/a/b\n", {"a/cpu.max": "100000 100000", "a/b/cpu.max": "400000 100000"}, 1),
+        # no limit anywhere
+        ("0::/a\n", {"a/cpu.max": "max 100000", "cpu.max": "max 100000"}, None),
+        # a container with its own cgroup namespace: the process is at "/"
+        ("0::/\n", {"cpu.max": "200000 100000"}, 2),
+        # cgroup v1 (a Docker container without a namespace), cpu and cpuacct mounted together
+        ("12:memory:/docker/x\n4:cpu,cpuacct:/docker/x\n",
+         {"cpu,cpuacct/docker/x/cpu.cfs_quota_us": "300000", "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000"}, 3),
+        ("4:cpu,cpuacct:/docker/x\n",
+         {"cpu,cpuacct/docker/x/cpu.cfs_quota_us": "-1", "cpu,cpuacct/docker/x/cpu.cfs_period_us": "100000"}, None),
+        # a hybrid system: v2's files under unified/
+        ("0::/user.slice\n1:cpu:/\n", {"unified/user.slice/cpu.max": "50000 100000"}, 1),
+        # nothing readable, or nonsense: no limit
+        ("0::/a\n", {}, None),
+        ("garbage", {"cpu.max": "lots 100000"}, None),
+    ],
+)  # fmt: skip
+def test_thread_count_follows_the_cgroup_quota_of_the_process_own_cgroup(tmp_path, membership, files, cpus):
+    assert parallel._cgroup_cpus(**_cgroup_tree(tmp_path, membership, files)) == cpus
+
+
+def test_thread_count_takes_the_cgroup_quota(monkeypatch):
+    monkeypatch.delenv(parallel.THREADS_ENV, raising=False)
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(64)))
+    monkeypatch.setattr(parallel._BLAS, "outer_limit", lambda: 64)  # a 64-core host's BLAS
+    monkeypatch.setattr(parallel, "_cgroup_cpus", lambda: 3)
+    assert parallel.n_threads() == 3
+    monkeypatch.setattr(parallel, "_cgroup_cpus", lambda: None)
+    assert parallel.n_threads() == 64
+
+
 def test_micro_batches_grow_with_the_batch_not_the_threads():
     np.testing.assert_array_equal(parallel.micro_batches(100), [0, 50, 100])
     np.testing.assert_array_equal(np.diff(parallel.micro_batches(400)), [50] * 8)
