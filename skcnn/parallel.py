@@ -235,6 +235,7 @@ def _cpus_from_quota(quota, period):
 
 
 def _read_fields(path):
+    """The whitespace-separated fields of a small file, none if it cannot be read."""
     try:
         with open(path) as f:
             return f.read().split()
