@@ -22,6 +22,9 @@ __all__ = [
     "column_sums",
     "max_pool_2x2",
     "max_pool_2x2_backward",
+    "pool_order_to_images",
+    "max_pool_pool_order",
+    "max_pool_pool_order_backward",
     "cross_entropy",
     "numerical_gradient",
 ]
@@ -38,13 +41,28 @@ def conv_output_size(size, kernel, stride=1, pad=0):
     return out
 
 
-def pad_images(x, pad, value=0.0):
-    """Pad the two spatial axes of ``(N, H, W, C)`` images by ``pad`` pixels."""
-    if pad == 0:
-        return x
-    n, h, w, c = x.shape
-    out = np.full((n, h + 2 * pad, w + 2 * pad, c), value, dtype=x.dtype)  # np.pad: same, 3x the overhead
-    out[:, pad : pad + h, pad : pad + w] = x
+def pad_images(x, pad, value=0.0, pool_order=False):
+    """Pad the two spatial axes of ``(N, H, W, C)`` images by ``pad`` pixels.
+
+    With ``pool_order``, ``x`` is in :func:`conv2d`'s pool order, (4N, H/2,
+    W/2, C), and the padded images come out in the usual order: the copy
+    that pads also puts the pixels back in place.
+    """
+    if pool_order:
+        n4, h2, w2, c = x.shape
+        n, h, w = n4 // 4, 2 * h2, 2 * w2
+    else:
+        if pad == 0:
+            return x
+        n, h, w, c = x.shape
+    shape = (n, h + 2 * pad, w + 2 * pad, c)
+    out = np.full(shape, value, dtype=x.dtype) if pad else np.empty(shape, dtype=x.dtype)  # np.pad: 3x the overhead
+    inner = out[:, pad : pad + h, pad : pad + w]
+    if pool_order:
+        sn, sh, sw, sc = inner.strides  # (image, dy, dx, i, j, channel) -> pixel (2i + dy, 2j + dx)
+        np.copyto(as_strided(inner, (n, 2, 2, h2, w2, c), (sn, sh, sw, 2 * sh, 2 * sw, sc)), x.reshape(n, 2, 2, h2, w2, c))
+    else:
+        inner[...] = x
     return out
 
 
@@ -74,28 +92,39 @@ def im2col(x, kh, kw, stride=1, pad=0, out=None):
     return _lower(_windows(xp, kh, kw, stride), kw, out)
 
 
-def _windows(xp, kh, kw, stride):
+def _windows(xp, kh, kw, stride, pool_order=False):
     """A read-only view (N, OH, OW, KH, KW*C) of the windows of the (padded,
     contiguous) images ``xp``, no copy yet: in a contiguous image the KW*C
     values of one window row lie side by side, so the copy that lowers them
     moves runs of KW*C values (3x longer than runs of C). Slicing it along
-    N gives a block's windows at no cost (making it takes ~20 us)."""
+    N gives a block's windows at no cost (making it takes ~20 us).
+
+    With ``pool_order`` (OH and OW even) the output pixels come in the
+    order a 2x2 max pool reads them (see :func:`conv2d`): the view is
+    (N, 2, 2, OH/2, OW/2, KH, KW*C), its axes 1 and 2 the pixel's row and
+    column parity."""
     n, h, w, c = xp.shape
     oh, ow = conv_output_size(h, kh, stride), conv_output_size(w, kw, stride)
     sn, sh, sw, sc = xp.strides
-    return as_strided(xp, (n, oh, ow, kh, kw * c), (sn, sh * stride, sw * stride, sh, sc), writeable=False)
+    if not pool_order:
+        return as_strided(xp, (n, oh, ow, kh, kw * c), (sn, sh * stride, sw * stride, sh, sc), writeable=False)
+    sy, sx = sh * stride, sw * stride  # one output pixel down, one across
+    shape = (n, 2, 2, oh // 2, ow // 2, kh, kw * c)
+    return as_strided(xp, shape, (sn, sy, sx, 2 * sy, 2 * sx, sh, sc), writeable=False)
 
 
 def _lower(win, kw, out=None):
-    """Copy a window view from :func:`_windows` into its im2col matrix (see :func:`im2col`)."""
-    n, oh, ow, kh, kwc = win.shape
+    """Copy a window view from :func:`_windows` into its im2col matrix (see
+    :func:`im2col`), one row per output pixel in the view's order."""
+    *pixels, kh, kwc = win.shape
+    n_rows = int(np.prod(pixels))
     if kwc == kw:  # one channel
-        cols_t = np.empty((kh * kw, n * oh * ow), dtype=win.dtype) if out is None else out.T
+        cols_t = np.empty((kh * kw, n_rows), dtype=win.dtype) if out is None else out.T
         # (N, OH, OW, KH, KW) -> (KH, KW, N, OH, OW)
-        np.copyto(cols_t.reshape(kh, kw, n, oh, ow), win.transpose(3, 4, 0, 1, 2))
+        np.copyto(cols_t.reshape(kh, kw, *pixels), np.moveaxis(win, (-2, -1), (0, 1)))
         return cols_t.T
-    cols = np.empty((n * oh * ow, kh * kwc), dtype=win.dtype) if out is None else out
-    np.copyto(cols.reshape(n, oh, ow, kh, kwc), win)
+    cols = np.empty((n_rows, kh * kwc), dtype=win.dtype) if out is None else out
+    np.copyto(cols.reshape(win.shape), win)
     return cols
 
 
@@ -108,16 +137,18 @@ def _lower(win, kw, out=None):
 CONV_BLOCK_BYTES = 1 << 20
 
 
-def _lowered_blocks(x, kh, kw, stride, pad):
+def _lowered_blocks(x, kh, kw, stride, pad, pool_order=False):
     """``(rows, cols)`` for blocks of the images ``x`` (N, H, W, C), in order:
-    ``cols`` is the im2col matrix of a block (:func:`im2col`), ``rows`` the
-    slice of the whole batch's im2col rows it holds. A block's lowered matrix
-    fills about :data:`CONV_BLOCK_BYTES` (at least one image a block); each
-    full block is lowered into the same buffer, so use ``cols`` before asking
-    for the next one."""
+    ``cols`` is the im2col matrix of a block (:func:`im2col`; its rows in
+    pool order if asked, see :func:`conv2d`), ``rows`` the slice of the
+    whole batch's im2col rows it holds. A block's lowered matrix fills about
+    :data:`CONV_BLOCK_BYTES` (at least one image a block); each full block is
+    lowered into the same buffer, so use ``cols`` before asking for the next
+    one."""
     n, c = len(x), x.shape[-1]
-    win = _windows(np.ascontiguousarray(pad_images(x, pad)), kh, kw, stride)  # padded once, not block by block
-    per_image = win.shape[1] * win.shape[2]  # output pixels: rows of the lowered matrix
+    xp = np.ascontiguousarray(pad_images(x, pad))  # padded once, not block by block
+    win = _windows(xp, kh, kw, stride, pool_order)
+    per_image = int(np.prod(win.shape[1:-2]))  # output pixels: rows of the lowered matrix
     b = max(1, CONV_BLOCK_BYTES // (per_image * kh * kw * c * x.itemsize))
     buffer = None
     for start in range(0, n, b):
@@ -128,12 +159,23 @@ def _lowered_blocks(x, kh, kw, stride, pad):
         yield slice(start * per_image, (start + len(block)) * per_image), cols
 
 
-def conv2d(x, w, stride=1, pad=0):
+def conv2d(x, w, stride=1, pad=0, pool_order=False):
     """2-D convolution (cross-correlation) of channels-last images.
 
     Each block of images is lowered (:func:`im2col`) and multiplied by the
     kernels, ``cols @ w.reshape(K*K*C, F)``, into its part of the output,
     block after block (see :data:`CONV_BLOCK_BYTES`).
+
+    With ``pool_order`` the output pixels of each image are written in the
+    order a 2x2 max pool with stride 2 reads them: first every window's
+    top-left pixel, then every top-right, bottom-left and bottom-right one,
+    four quarter-size images (OH/2, OW/2, F) that :func:`max_pool_pool_order`
+    compares as four long contiguous runs. In the usual order the pool
+    compares neighbours C values apart, runs of C (16 to 64) values that cost
+    numpy 3-5x more per value (``python benchmarks/pooling.py``). Only the
+    order of the lowered matrix's rows changes, so the products cost the same.
+    Per-channel layers in between (bias, batch norm, ReLU) do not mind the
+    order; :func:`pool_order_to_images` restores the usual one.
 
     Parameters
     ----------
@@ -141,23 +183,34 @@ def conv2d(x, w, stride=1, pad=0):
     w : ndarray of shape (KH, KW, C, F)
         HWIO kernels, of ``x``'s dtype.
     stride, pad : int
+    pool_order : bool, default=False
+        Needs OH and OW even.
 
     Returns
     -------
-    out : ndarray of shape (N, OH, OW, F)
+    out : ndarray of shape (N, OH, OW, F), or (4N, OH/2, OW/2, F) in pool order
+        In pool order ``out[4n + 2dy + dx, i, j]`` is output pixel
+        ``(2i + dy, 2j + dx)`` of image ``n``.
     """
     n, h, width, _ = x.shape
     kh, kw, _, f = w.shape
     oh = conv_output_size(h, kh, stride, pad)
     ow = conv_output_size(width, kw, stride, pad)
+    if pool_order and (oh % 2 or ow % 2):
+        raise ValueError(f"pool order needs an even output size; got {oh}x{ow}")
     w2 = w.reshape(-1, f)
     out = np.empty((n * oh * ow, f), dtype=x.dtype)
-    for rows, cols in _lowered_blocks(x, kh, kw, stride, pad):
+    for rows, cols in _lowered_blocks(x, kh, kw, stride, pad, pool_order):
         np.matmul(cols, w2, out=out[rows])
-    return out.reshape(n, oh, ow, f)
+    return out.reshape(4 * n, oh // 2, ow // 2, f) if pool_order else out.reshape(n, oh, ow, f)
 
 
-def conv2d_kernel_grad(x, grad, kh, kw, stride=1, pad=0):
+def pool_order_to_images(a):
+    """Images (N, H, W, C) from the pool order of :func:`conv2d`, (4N, H/2, W/2, C)."""
+    return pad_images(a, 0, pool_order=True)
+
+
+def conv2d_kernel_grad(x, grad, kh, kw, stride=1, pad=0, pool_order=False):
     """Gradient of a :func:`conv2d` output w.r.t. its kernels.
 
     The sum over blocks of images of ``im2col(block).T @ grad_block``: the
@@ -168,9 +221,12 @@ def conv2d_kernel_grad(x, grad, kh, kw, stride=1, pad=0):
     ----------
     x : ndarray of shape (N, H, W, C)
         The forward pass's input.
-    grad : ndarray of shape (N, OH, OW, F)
+    grad : ndarray of shape (N, OH, OW, F), or (4N, OH/2, OW/2, F) in pool order
         Gradient w.r.t. the output.
     kh, kw, stride, pad : int
+    pool_order : bool, default=False
+        Whether ``grad`` is in :func:`conv2d`'s pool order. The input is then
+        lowered in that order too: the product pairs the same rows.
 
     Returns
     -------
@@ -179,7 +235,7 @@ def conv2d_kernel_grad(x, grad, kh, kw, stride=1, pad=0):
     c, f = x.shape[-1], grad.shape[-1]
     g2 = grad.reshape(-1, f)
     total = np.zeros((kh * kw * c, f), dtype=grad.dtype)
-    for rows, cols in _lowered_blocks(x, kh, kw, stride, pad):
+    for rows, cols in _lowered_blocks(x, kh, kw, stride, pad, pool_order):
         # np.dot, not @: numpy's matmul keeps the GIL while BLAS computes a
         # product with few outputs (K*K*C x F, with a long inner dimension),
         # which stalls the other training thread; dot releases it.
@@ -237,7 +293,7 @@ def conv2d_input_grad(grad, w, input_shape, stride=1, pad=0):
     return dx[:, pad : pad + h, pad : pad + width]
 
 
-def conv2d_backward(x, grad, w, stride=1, pad=0):
+def conv2d_backward(x, grad, w, stride=1, pad=0, pool_order=False):
     """Gradients of a :func:`conv2d` output w.r.t. its kernels and its input.
 
     Where the input gradient is a convolution of the output gradient (stride
@@ -254,10 +310,14 @@ def conv2d_backward(x, grad, w, stride=1, pad=0):
     ----------
     x : ndarray of shape (N, H, W, C)
         The forward pass's input.
-    grad : ndarray of shape (N, OH, OW, F)
+    grad : ndarray of shape (N, OH, OW, F), or (4N, OH/2, OW/2, F) in pool order
         Gradient w.r.t. the output.
     w : ndarray of shape (KH, KW, C, F)
     stride, pad : int
+    pool_order : bool, default=False
+        Whether ``grad`` is in :func:`conv2d`'s pool order; it is put back in
+        the usual order by the copy that pads it (the input gradient is a
+        convolution of it).
 
     Returns
     -------
@@ -267,13 +327,17 @@ def conv2d_backward(x, grad, w, stride=1, pad=0):
     kh, kw, c, f = w.shape
     as_conv = _input_grad_as_conv(w, stride, pad)
     if as_conv is None:
+        if pool_order:
+            grad = pool_order_to_images(grad)
         return conv2d_kernel_grad(x, grad, kh, kw, stride, pad), conv2d_input_grad(grad, w, x.shape, stride, pad)
     turned, _, full_pad = as_conv
+    # padded for the "full" correlation (and put back in the usual order by the same copy)
+    padded = pad_images(grad, full_pad, pool_order=pool_order)
     x_rows = np.ascontiguousarray(x).reshape(-1, c)  # one row per input pixel
     turned = turned.reshape(-1, c)
     grad_x = np.empty_like(x_rows)
     total = np.zeros((c, kh * kw * f), dtype=grad.dtype)
-    for rows, cols in _lowered_blocks(grad, kh, kw, 1, full_pad):
+    for rows, cols in _lowered_blocks(padded, kh, kw, 1, 0):
         np.matmul(cols, turned, out=grad_x[rows])
         total += np.dot(x_rows[rows].T, cols)  # np.dot: see conv2d_kernel_grad
     # total[c, (ky', kx', f)] belongs to kernel offset (KH-1-ky', KW-1-kx')
@@ -335,6 +399,43 @@ def max_pool_2x2_backward(grad, state):
     dx = np.empty((n * h, w // 2, 2, c), dtype=grad.dtype)
     np.multiply(g_rows, from_left, out=dx[:, :, 0])
     np.subtract(g_rows, dx[:, :, 0], out=dx[:, :, 1])
+    return dx.reshape(shape)
+
+
+def max_pool_pool_order(x, training=False):
+    """2x2 max pooling with stride 2 of convolution outputs in pool order.
+
+    ``x`` of shape (4N, H/2, W/2, C) holds each image's four quarter-images
+    (:func:`conv2d` with ``pool_order``): the windows' top-left, top-right,
+    bottom-left and bottom-right pixels. The pool is the elementwise maximum
+    of the four, left before right, then top before bottom, recording the
+    same winners as :func:`max_pool_2x2` (the first maximum in reading order).
+
+    Returns ``(out, state)``: ``out`` of shape (N, H/2, W/2, C), and for
+    ``training`` the masks :func:`max_pool_pool_order_backward` needs.
+    """
+    n4, h2, w2, c = x.shape
+    q = x.reshape(n4 // 4, 4, h2 * w2 * c)  # per image: four runs of H/2*W/2*C values
+    top = np.maximum(q[:, 0], q[:, 1])
+    bottom = np.maximum(q[:, 2], q[:, 3])
+    out = np.maximum(top, bottom).reshape(n4 // 4, h2, w2, c)
+    if not training:
+        return out, None
+    return out, (q[:, 0] >= q[:, 1], q[:, 2] >= q[:, 3], top >= bottom, x.shape)
+
+
+def max_pool_pool_order_backward(grad, state):
+    """Input gradient (4N, H/2, W/2, C), in pool order, of
+    :func:`max_pool_pool_order` from ``grad`` (N, H/2, W/2, C)."""
+    left_of_top, left_of_bottom, from_top, shape = state
+    g = grad.reshape(len(grad), -1)
+    dx = np.empty((len(grad), 4, g.shape[1]), dtype=grad.dtype)
+    g_top = g * from_top  # multiply by a bool mask: 5x faster than np.where
+    g_bottom = g - g_top
+    np.multiply(g_top, left_of_top, out=dx[:, 0])
+    np.subtract(g_top, dx[:, 0], out=dx[:, 1])
+    np.multiply(g_bottom, left_of_bottom, out=dx[:, 2])
+    np.subtract(g_bottom, dx[:, 2], out=dx[:, 3])
     return dx.reshape(shape)
 
 

@@ -43,6 +43,8 @@ from .functions import (
     log_softmax,
     max_pool_2x2,
     max_pool_2x2_backward,
+    max_pool_pool_order,
+    max_pool_pool_order_backward,
 )
 
 __all__ = [
@@ -324,6 +326,12 @@ class Conv2D(Layer):
     ``input_grad`` (an attribute, default True): the network's first layer
     needs no gradient w.r.t. its input (the images are not learned), which
     saves the most expensive part of its backward pass.
+
+    ``pool_order`` (an attribute, default False): the network sets it, and
+    the next :class:`MaxPool2D`'s, when a 2x2 max pool reads this layer's
+    output (through per-channel layers only): the output pixels are then
+    written in the order the pool reads them, as (4N, OH/2, OW/2, F), and
+    the gradient comes back in that order (:func:`~skcnn.functions.conv2d`).
     """
 
     def __init__(self, filters, kernel_size=3, stride=1, padding=0, bias=True):
@@ -333,6 +341,7 @@ class Conv2D(Layer):
         self.filters, self.kernel_size, self.stride = int(filters), int(kernel_size), int(stride)
         self.padding, self.bias = padding if padding == "same" else int(padding), bool(bias)
         self.input_grad = True
+        self.pool_order = False
 
     @property
     def pad(self):
@@ -356,7 +365,7 @@ class Conv2D(Layer):
     def forward(self, x, training=False):
         self._ensure_built(x)
         self._check_channels(x)
-        out = conv2d(x, self.params["W"], self.stride, self.pad)  # im2col and GEMM, block by block
+        out = conv2d(x, self.params["W"], self.stride, self.pad, self.pool_order)  # im2col and GEMM, block by block
         if "b" in self.params:
             out += self.params["b"]
         if training:
@@ -369,9 +378,10 @@ class Conv2D(Layer):
         if "b" in self.params:
             self.grads["b"] = column_sums(grad)
         if not self.input_grad:
-            self.grads["W"] = conv2d_kernel_grad(x, grad, k, k, s, p)
+            self.grads["W"] = conv2d_kernel_grad(x, grad, k, k, s, p, self.pool_order)
             return None
-        self.grads["W"], grad_x = conv2d_backward(x, grad, self.params["W"], s, p)  # one lowering for both
+        # one lowering for both
+        self.grads["W"], grad_x = conv2d_backward(x, grad, self.params["W"], s, p, self.pool_order)
         return grad_x
 
 
@@ -436,7 +446,16 @@ class MaxPool2D(_Pool2D):
     result (:func:`skcnn.functions.max_pool_2x2`); this class holds the
     general algorithm, an elementwise maximum over one strided view per window
     offset, far cheaper than a reduction over extra window axes.
+
+    ``pool_order`` (an attribute, default False): set by the network when
+    the input comes from a :class:`Conv2D` writing in pool order, (4N, H/2,
+    W/2, C) (:func:`skcnn.functions.max_pool_pool_order`); the gradient
+    goes back in that order.
     """
+
+    def __init__(self, pool_size=2, stride=None):
+        super().__init__(pool_size, stride)
+        self.pool_order = False
 
     @property
     def _pairwise(self):
@@ -444,6 +463,11 @@ class MaxPool2D(_Pool2D):
         return self.pool_size == self.step == 2
 
     def forward(self, x, training=False):
+        if self.pool_order:
+            out, state = max_pool_pool_order(x, training)
+            if training:
+                self._cache = (state, None)
+            return out
         h, w = x.shape[1:3]
         xp, oh, ow = self._padded(x, -np.inf)  # a partial window's maximum is over real pixels
         if self._pairwise:
@@ -459,7 +483,10 @@ class MaxPool2D(_Pool2D):
         return out
 
     def backward(self, grad):
-        state, (h, w) = self._cache
+        state, size = self._cache
+        if self.pool_order:
+            return max_pool_pool_order_backward(grad, state)
+        h, w = size
         dx = max_pool_2x2_backward(grad, state) if self._pairwise else self._backward_windows(grad, *state)
         return dx[:, :h, :w]
 

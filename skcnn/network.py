@@ -241,6 +241,32 @@ def fold_batch_norm(layers):
     return out
 
 
+#: Layers that compute each channel of each pixel on its own (or with
+#: statistics over all pixels): they give the same result in any pixel order.
+_PER_CHANNEL = (Bias, ReLU, BatchNorm)
+
+
+def _set_pool_order(layers):
+    """Switch on ``pool_order`` for each Conv2D whose output a 2x2 max pool
+    with stride 2 reads, through per-channel layers only, and for that pool
+    (off for all others): the convolution then writes its output in the
+    order the pool reads it (:func:`skcnn.functions.conv2d`), which makes the
+    pool 3-5x cheaper. The function computed does not change."""
+    for layer in layers:
+        if isinstance(layer, (Conv2D, MaxPool2D)):
+            layer.pool_order = False
+    for i, layer in enumerate(layers):
+        if type(layer) is not Conv2D or not layer.built:
+            continue
+        j = i + 1
+        while j < len(layers) and type(layers[j]) in _PER_CHANNEL:
+            j += 1
+        pool = layers[j] if j < len(layers) else None
+        oh, ow, _ = layer.output_shape(layer.input_shape)
+        if type(pool) is MaxPool2D and pool.pool_size == pool.step == 2 and oh % 2 == 0 and ow % 2 == 0:
+            layer.pool_order = pool.pool_order = True
+
+
 #: Images scored at once in prediction. Small batches keep every intermediate
 #: array in cache: 64 at a time predicts about 1.5x faster than 512 here.
 PREDICT_BATCH = 64
@@ -274,6 +300,7 @@ class Network:
         self._first_learned = learned[0] if learned else len(layers)
         if learned and isinstance(layers[self._first_learned], Conv2D):
             layers[self._first_learned].input_grad = False
+        _set_pool_order(layers)
 
     @classmethod
     def from_layers(cls, layers, input_shape, rng, dtype=np.float32):

@@ -242,6 +242,75 @@ def test_maxpool_matches_a_loop_over_windows_with_many_ties(shape, k, s, rng):
     np.testing.assert_allclose(layer.backward(grad), expected_dx, rtol=1e-12, atol=1e-12)
 
 
+def to_pool_order(a):
+    """Images (N, H, W, C) in the pool order of skcnn.functions.conv2d,
+    (4N, H/2, W/2, C), written out with explicit parities."""
+    n, h, w, c = a.shape
+    out = np.empty((n, 2, 2, h // 2, w // 2, c), dtype=a.dtype)
+    for dy, dx in np.ndindex(2, 2):
+        out[:, dy, dx] = a[:, dy::2, dx::2]
+    return out.reshape(4 * n, h // 2, w // 2, c)
+
+
+@pytest.mark.parametrize(
+    "n,h,w,c,filters,k,stride,pad,input_grad",
+    [
+        (2, 6, 8, 1, 3, 3, 1, 1, False),  # one channel (the lowered matrix stored transposed), first layer
+        (2, 6, 8, 1, 3, 3, 1, 1, True),
+        (3, 4, 6, 3, 4, 3, 1, "same", True),  # several channels
+        (2, 8, 8, 2, 3, 3, 2, 1, True),  # stride 2: 4x4 output
+        (1, 8, 6, 2, 2, 3, 1, 0, True),  # padding 0: 6x4 output
+        (2, 4, 6, 2, 3, 3, 1, 3, True),  # padding over K - 1: the input gradient is not a convolution
+    ],
+)
+def test_conv2d_in_pool_order_is_the_same_convolution(n, h, w, c, filters, k, stride, pad, input_grad, rng):
+    usual = randomise(built(Conv2D(filters, k, stride, pad), (h, w, c), rng), rng)
+    pooled = usual.replica()
+    usual.input_grad = pooled.input_grad = input_grad
+    pooled.pool_order = True
+    x = rng.standard_normal((n, h, w, c))
+    out = usual.forward(x, training=True)
+    out_po = pooled.forward(x, training=True)
+    np.testing.assert_array_equal(to_pool_order(out).shape, out_po.shape)
+    np.testing.assert_allclose(out_po, to_pool_order(out), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(out.shape)
+    dx, dx_po = usual.backward(g), pooled.backward(to_pool_order(g))
+    if input_grad:
+        np.testing.assert_allclose(dx_po, dx, rtol=1e-12, atol=1e-12)  # the input's order is the usual one
+    else:
+        assert dx is dx_po is None
+    for key in usual.params:
+        np.testing.assert_allclose(pooled.grads[key], usual.grads[key], rtol=1e-12, atol=1e-12)
+    # and its own backward against central differences
+    pooled.input_grad = True
+    errors = check_layer_gradients(pooled, x, rng)
+    assert set(errors) == {"x", "W", "b"}
+
+
+def test_conv2d_in_pool_order_needs_an_even_output(rng):
+    layer = built(Conv2D(2, 3, padding="same"), (5, 6, 1), rng)
+    layer.pool_order = True
+    with pytest.raises(ValueError, match="even output size; got 5x6"):
+        layer.forward(rng.standard_normal((1, 5, 6, 1)))
+
+
+@pytest.mark.parametrize("shape", [(3, 6, 8, 4), (2, 2, 2, 1), (1, 28, 28, 16)])
+def test_maxpool_in_pool_order_matches_the_loop_with_many_ties(shape, rng):
+    x = rng.integers(0, 3, size=shape).astype(np.float64)  # three values: ties everywhere
+    layer = MaxPool2D(2)
+    layer.pool_order = True
+    out = layer.forward(to_pool_order(x), training=True)
+    grad = rng.standard_normal(out.shape)
+    expected_out, expected_dx = naive_maxpool(x, grad, 2, 2)
+    np.testing.assert_array_equal(out, expected_out)
+    dx = layer.backward(grad)
+    assert dx.shape == (4 * shape[0], shape[1] // 2, shape[2] // 2, shape[3])
+    np.testing.assert_array_equal(dx, to_pool_order(expected_dx))  # each gradient value moved, not computed
+    # and against central differences (distinct values: the maxima are unique)
+    errors = check_layer_gradients(layer, to_pool_order(rng.standard_normal(shape)), rng)
+    assert set(errors) == {"x"}
+
+
 @pytest.mark.parametrize(
     "shape,k,s",
     [

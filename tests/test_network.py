@@ -6,7 +6,7 @@ from conftest import rel_error
 from sklearn.datasets import load_digits
 from threadpoolctl import threadpool_limits
 
-from skcnn.functions import numerical_gradient
+from skcnn.functions import numerical_gradient, pool_order_to_images
 from skcnn.layers import (
     AvgPool2D,
     BatchNorm,
@@ -283,6 +283,60 @@ def test_planned_network_computes_the_textbook_order_function(stack, rng):
     for training in (False, True):
         expected = textbook_forward(textbook, x.transpose(0, 2, 3, 1), training)
         np.testing.assert_allclose(net.forward(x, training), expected, rtol=1e-12, atol=1e-12)
+
+
+def pool_orders(net):
+    return [(kind, layer.pool_order) for layer in net.layers if (kind := type(layer).__name__) in ("Conv2D", "MaxPool2D")]
+
+
+@pytest.mark.parametrize(
+    "layers,input_shape,expected",
+    [
+        # the origin network: both convolutions write in the order their pools read
+        (preset_layers(**PRESETS["origin"]) + [Dense(3)], (1, 28, 28), [True] * 4),
+        # a 3x3 output is not cut into 2x2 windows: the second pair keeps the usual order
+        (preset_layers(**PRESETS["origin"]) + [Dense(3)], (1, 6, 6), [True, True, False, False]),
+        # the deep preset: the convolution before each pool, through batch norm and ReLU
+        (
+            preset_layers(**dict(PRESETS["deep"], conv_filters=((3, 2), (4, 4)), dropout=0.0)) + [Dense(3)],
+            (2, 8, 8),
+            [False, True, True, False, True, True],
+        ),
+        # only a 2x2 max pool with stride 2, only through per-channel layers
+        ([Conv2D(2, 3, padding="same"), Dropout(0.0), MaxPool2D(2), Dense(3)], (1, 6, 6), [False, False]),
+        ([Conv2D(2, 3, padding="same"), MaxPool2D(3, 2), Dense(3)], (1, 6, 6), [False, False]),
+        ([Conv2D(2, 3, padding="same"), MaxPool2D(2, 1), Dense(3)], (1, 6, 6), [False, False]),
+        ([Conv2D(2, 3, padding="same"), ReLU(), AvgPool2D(2), Dense(3)], (1, 6, 6), [False]),
+        ([Conv2D(2, 3, padding="same"), Conv2D(2, 3), MaxPool2D(2), Dense(3)], (1, 6, 6), [False, True, True]),
+    ],
+    ids=["origin", "origin-6x6", "deep", "dropout", "3x3-pool", "stride-1-pool", "avgpool", "two-convs"],
+)
+def test_pool_order_where_a_2x2_max_pool_reads_a_convolution(layers, input_shape, expected, rng):
+    net = Network.from_layers(layers, input_shape, rng, np.float64)
+    assert [on for _, on in pool_orders(net)] == expected
+    # the same function and gradients as in the usual order
+    randomise(net, rng)
+    x, y = rng.standard_normal((3, *input_shape)), np.array([0, 2, 1])
+    loss = net.loss(x, y)
+    net.backward()
+    grads = [g.copy() for g in net.grads()]
+    for layer in net.layers:
+        if isinstance(layer, (Conv2D, MaxPool2D)):
+            layer.pool_order = False
+    assert net.loss(x, y) == pytest.approx(loss, rel=1e-12)
+    net.backward()
+    for a, b in zip(grads, net.grads(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_pool_order_is_planned_again_for_replicas_and_a_network_of_other_layers(rng):
+    net = make(input_shape=(1, 8, 8))
+    (replica,) = replicas(net, 1, rng)
+    assert pool_orders(replica) == pool_orders(net) == [("Conv2D", True), ("MaxPool2D", True)] * 2
+    # a layer in between that is not per-channel switches it off in the new network
+    layers = replica.layers
+    mixed = Network([*layers[:2], Dropout(0.0), *layers[2:]], np.float64)
+    assert [on for _, on in pool_orders(mixed)] == [False, False, True, True]
 
 
 def test_from_layers_takes_configs_and_its_spec_rebuilds_the_same_network(rng):
@@ -588,10 +642,14 @@ def test_summary_rows_follow_the_forward_pass(kwargs, input_shape, rng):
     assert len(summary.rows) == len(net.layers)
     assert summary.total_params == sum(p.size for p in net.params())
     h = rng.random((2, *input_shape), dtype=np.float32).transpose(0, 2, 3, 1)
+    in_pool_order = False  # from a convolution writing in pool order to its pool
     for layer, row in zip(net.layers, summary.rows):
         h = layer.forward(h)
+        if isinstance(layer, (Conv2D, MaxPool2D)):
+            in_pool_order = isinstance(layer, Conv2D) and layer.pool_order
+        images = pool_order_to_images(h) if in_pool_order else h
         assert row.layer == repr(layer)
-        assert row.output_shape == h.shape[1:]
+        assert row.output_shape == images.shape[1:]
         assert row.n_params == sum(p.size for p in layer.params.values())
     assert summary.flops == sum(row.flops for row in summary.rows) > 0
 
