@@ -13,7 +13,7 @@ import pytest
 from conftest import load_benchmark as load
 
 
-@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes"])
+@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes", "pool_order"])
 def test_help_describes_the_script_and_runs_nothing(name, capsys):
     module = load(name)
     with pytest.raises(SystemExit) as info:
@@ -288,3 +288,21 @@ def test_threads_vs_processes_times_every_worker_of_each_way():
         times = re.search(r"\s{2,}([0-9., ]+) ms", row).group(1).split(",")
         assert len(times) == processes * threads and all(float(t) > 0 for t in times)
     assert rows[0].split("ms")[1].split()[0] == "1.00x"  # alone, against itself
+
+
+def test_pool_order_compares_fits_with_and_without_it(monkeypatch, capsys):
+    from sklearn.datasets import load_digits
+
+    module = load("pool_order")
+    X, y = load_digits(return_X_y=True)
+    X = X.reshape(-1, 1, 8, 8).astype("float32") / 16  # 8x8 -> pools read 8x8 and 4x4 convolutions
+    monkeypatch.setattr(module, "load_data", lambda n, source: (X[:n], X[1500:], y[:n], y[1500:], "digits"))
+    module.main(["--n-train", "200", "--rounds", "2"])
+    out = capsys.readouterr().out.splitlines()
+    turns = [line.split(":")[0].strip() for line in out[1:5]]
+    assert turns == ["pool order", "usual order", "usual order", "pool order"]  # each pair's first alternates
+    assert re.fullmatch(r"pool order / usual order: train [0-9.]+x, predict [0-9.]+x", out[-1])
+    # the planner is the network's own again afterwards
+    from skcnn import network
+
+    assert network._set_pool_order is module.PLANNED
