@@ -334,6 +334,8 @@ class Conv2D(Layer):
     the gradient comes back in that order (:func:`~skcnn.functions.conv2d`).
     """
 
+    pool_order = False  # a class default: models pickled before it existed load with it
+
     def __init__(self, filters, kernel_size=3, stride=1, padding=0, bias=True):
         super().__init__()
         if padding != "same" and not (isinstance(padding, (int, np.integer)) and padding >= 0):
@@ -341,7 +343,6 @@ class Conv2D(Layer):
         self.filters, self.kernel_size, self.stride = int(filters), int(kernel_size), int(stride)
         self.padding, self.bias = padding if padding == "same" else int(padding), bool(bias)
         self.input_grad = True
-        self.pool_order = False
 
     @property
     def pad(self):
@@ -453,9 +454,7 @@ class MaxPool2D(_Pool2D):
     goes back in that order.
     """
 
-    def __init__(self, pool_size=2, stride=None):
-        super().__init__(pool_size, stride)
-        self.pool_order = False
+    pool_order = False  # a class default, as Conv2D's
 
     @property
     def _pairwise(self):

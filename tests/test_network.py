@@ -744,3 +744,16 @@ def test_prediction_folds_batch_norm_into_the_layer_before_and_computes_the_same
     np.testing.assert_allclose(net.predict_logits(x), expected, rtol=1e-4 if dtype == np.float32 else 1e-12)
     for name, p in net.named_params():  # the network's own arrays are untouched
         np.testing.assert_array_equal(p, before[name])
+
+
+def test_a_network_pickled_before_pool_order_existed_still_predicts(rng):
+    import pickle
+
+    net = randomise(make(input_shape=(1, 8, 8)), rng)
+    x = rng.standard_normal((3, 1, 8, 8))
+    expected = net.forward(x)
+    old = pickle.loads(pickle.dumps(net))
+    for layer in old.layers:
+        layer.__dict__.pop("pool_order", None)  # as an object of that version holds no such attribute
+    assert [on for _, on in pool_orders(old)] == [False] * 4  # the class default: the usual order
+    np.testing.assert_allclose(old.forward(x), expected, rtol=1e-12, atol=1e-12)
