@@ -173,8 +173,9 @@ def conv2d(x, w, stride=1, pad=0, pool_order=False):
     top-left pixel, then every top-right, bottom-left and bottom-right one,
     four quarter-size images (OH/2, OW/2, F) that :func:`max_pool_pool_order`
     compares as four long contiguous runs. In the usual order the pool
-    compares neighbours C values apart, runs of C (16 to 64) values that cost
-    numpy 3-5x more per value (``python benchmarks/pooling.py``). Only the
+    compares neighbours C values apart, runs of C (16 to 64) values that
+    numpy handles several times slower per value; the pool takes about half
+    the time in pool order (``python benchmarks/pooling.py``). Only the
     order of the lowered matrix's rows changes, so the products cost the same.
     Per-channel layers in between (bias, batch norm, ReLU) do not mind the
     order; :func:`pool_order_to_images` restores the usual one.

@@ -251,7 +251,8 @@ def _set_pool_order(layers):
     with stride 2 reads, through per-channel layers only, and for that pool
     (off for all others): the convolution then writes its output in the
     order the pool reads it (:func:`skcnn.functions.conv2d`), which makes the
-    pool 3-5x cheaper. The function computed does not change."""
+    pool about twice as fast (``python benchmarks/pooling.py``). The function
+    computed does not change."""
     for layer in layers:
         if isinstance(layer, (Conv2D, MaxPool2D)):
             layer.pool_order = False
