@@ -272,6 +272,12 @@ def _set_pool_order(layers):
 #: array in cache: 64 at a time predicts about 1.5x faster than 512 here.
 PREDICT_BATCH = 64
 
+#: Fewest images in a chunk of a prediction spread over threads. Below it the
+#: pool thread's start and the turns the two threads take at the GIL cost more
+#: than the second core saves: ten images took 1.4-1.7 ms in two chunks of
+#: five, against PyTorch's 0.8-0.9 (``python benchmarks/latency.py``).
+PREDICT_MIN_CHUNK = 16
+
 
 class Network:
     """A built stack of layers with a softmax cross-entropy loss on top.
@@ -357,9 +363,13 @@ class Network:
         they can share this network)."""
         n = len(x)
         out = None
-        # At least two chunks, so that two cores work on a small input too;
-        # the chunks depend on n only, never on the number of threads.
-        batch_size = max(1, min(batch_size, -(-n // 2)))
+        # At least two chunks, so that two cores work on a small input too,
+        # but one for fewer than 2 x PREDICT_MIN_CHUNK images (see there). The
+        # chunks depend on n only, never on the number of threads.
+        if n < 2 * PREDICT_MIN_CHUNK:
+            batch_size = max(1, min(batch_size, n))
+        else:
+            batch_size = max(1, min(batch_size, -(-n // 2)))
         layers = fold_batch_norm(self.layers)  # one pass fewer per batch norm
 
         def run(start):

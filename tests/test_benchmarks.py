@@ -13,7 +13,7 @@ import pytest
 from conftest import load_benchmark as load
 
 
-@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes", "pool_order"])
+@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes", "pool_order", "latency"])
 def test_help_describes_the_script_and_runs_nothing(name, capsys):
     module = load(name)
     with pytest.raises(SystemExit) as info:
@@ -306,3 +306,14 @@ def test_pool_order_compares_fits_with_and_without_it(monkeypatch, capsys):
     from skcnn import network
 
     assert network._set_pool_order is module.PLANNED
+
+
+def test_latency_times_each_size_and_splits_skcnn_s_call(capsys):
+    module = load("latency")
+    module.main(["--sizes", "1,3", "--rounds", "3"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in out[2:4]]
+    assert [row[0] for row in rows] == ["1", "3"]
+    for row in rows:
+        skcnn_ms, parts = float(row[1]), [float(v) for v in row[-3:]]
+        assert skcnn_ms > 0 and all(p > 0 for p in parts)
