@@ -645,3 +645,43 @@ def test_train_defaults_are_the_estimators_own():
 
     defaults = CNNClassifier().get_params()
     assert TRAIN_DEFAULTS == {name: defaults[name] for name in TRAIN_DEFAULTS}
+
+
+def test_train_with_a_recipe_uses_the_data_set_it_was_measured_on(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    from skcnn import datasets
+    from skcnn.cli import RECIPE_DATASETS
+
+    assert RECIPE_DATASETS["fashion-best"] == "fashion-mnist"
+    loaded = []
+
+    def load_small(data_home, shape):  # Fashion-MNIST-shaped pictures, without the download
+        loaded.append(shape)
+        rng = np.random.default_rng(0)
+        X, y = rng.random((60, 1, 28, 28), dtype=np.float32), np.arange(60) % 10
+        return X[:40], X[40:], y[:40], y[40:]
+
+    real = datasets.DATASETS["fashion-mnist"]
+    monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", dataclasses.replace(real, load=load_small))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--recipe", "fashion-best", "--epochs", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert loaded == ["images"]
+    assert "Recipe fashion-best was measured on Fashion-MNIST: training on it" in out
+    assert "on Fashion-MNIST: 40 training images" in out and "digits" not in out
+    # a data set given beside it wins
+    assert main(["train", "--recipe", "fashion-best", "--dataset", "digits", "--epochs", "1", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "measured on" not in out and "on scikit-learn's 8x8 digits" in out and loaded == ["images"]
+
+    # asked for by the recipe, it is not replaced by the bundled digits when it cannot be loaded
+    def unavailable(data_home, shape):
+        raise datasets.DatasetUnavailableError("offline", dataset="fashion-mnist", reason="no network here", where="/nowhere")
+
+    monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", dataclasses.replace(real, load=unavailable))
+    assert main(["train", "--recipe", "fashion-best", "--epochs", "1", "-q", "--out", "m2.npz"]) == 2
+    captured = capsys.readouterr()
+    assert "Could not download fashion-mnist" in captured.err and "no network here" in captured.err
+    assert "instead" not in captured.out
+    assert not (tmp_path / "m2.npz").exists()
