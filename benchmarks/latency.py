@@ -9,8 +9,9 @@ script times ``CNNClassifier.predict_proba`` on 1, 10 and 100 images (a
 model fitted for one epoch on 300 random images: only the weights' shapes
 matter) and, when PyTorch is installed, the same network's forward pass and
 softmax under ``torch.no_grad()`` (a bare module: no input checks), both on
-skcnn's thread count (the cores; SKCNN_NUM_THREADS sets it), taking turns a block of 20 calls at a time; medians in
-milliseconds. The parts of skcnn's call take their turns in the same loop: validating the input
+skcnn's thread count (the cores; SKCNN_NUM_THREADS sets it), taking turns a
+block of 20 calls at a time; medians in milliseconds. The parts of skcnn's
+call take their turns in the same loop: validating the input
 (``_validate_input``), holding BLAS to one thread (``worker_pool``, which
 every prediction enters so that results do not depend on the thread count)
 and the network's forward pass alone on one thread (the call itself cuts
@@ -35,20 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 BLOCK = 20
 
 
-def _median_ms(fn, rounds):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+def _ms(fn):
+    """Milliseconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1e3
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architecture", default="origin", choices=["origin", "deep"])
     parser.add_argument("--sizes", default="1,10,100", help="images per call, comma-separated")
-    parser.add_argument("--rounds", type=int, default=500, help="calls per size and framework, rounded up to blocks of 20 (median reported)")
+    parser.add_argument("--rounds", type=int, default=500,
+                        help="calls per size and framework, rounded up to blocks of 20 (median reported)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -87,9 +87,7 @@ def main(argv=None):
 
     def network_alone(validated):
         with single_threaded_blas():  # entered and left outside the timed part
-            start = time.perf_counter()
-            net.forward(validated)
-            return (time.perf_counter() - start) * 1e3
+            return _ms(lambda: net.forward(validated))
 
     n_calls = -(-args.rounds // BLOCK) * BLOCK  # whole blocks
     print(f"{args.architecture} network, ms per call, {n_threads()} threads each, medians of {n_calls} calls")
@@ -109,7 +107,7 @@ def main(argv=None):
         for _ in range(0, n_calls, BLOCK):  # taking turns a block of calls at a time
             for name, call in calls.items():
                 if call is not None:
-                    times[name] += [_median_ms(call, 1) for _ in range(BLOCK)]
+                    times[name] += [_ms(call) for _ in range(BLOCK)]
             times["network"] += [network_alone(validated) for _ in range(BLOCK)]
         ms = {name: statistics.median(v) for name, v in times.items()}
         theirs = ms.get("torch", float("nan"))

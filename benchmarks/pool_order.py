@@ -35,7 +35,6 @@ PLANNED = network._set_pool_order
 
 def _usual_order(layers):
     """What skcnn did before pool order: every convolution and pool in the usual order."""
-    PLANNED(layers)
     for layer in layers:
         if hasattr(layer, "pool_order"):
             layer.pool_order = False

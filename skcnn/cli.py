@@ -361,11 +361,14 @@ def cmd_train(args, say, warn):
     from . import CNNClassifier
     from .plotting import plot_predictions
 
-    if getattr(args, "recipe_dataset", None):
-        say(f"Recipe {args.recipe} was measured on {datasets.DATASETS[args.recipe_dataset].title}: training on it "
-            "(--dataset, --idx or --images chooses other data).")  # fmt: skip
-    data = _load_data(args.dataset, args.idx, args.data_home, say, images=args.images,
-                      fallback=args.dataset is None and args.idx is None)  # fmt: skip
+    dataset = args.dataset
+    if args.recipe is not None and dataset is None and args.idx is None and args.images is None:
+        dataset = RECIPE_DATASETS.get(args.recipe)
+        if dataset is not None:
+            say(f"Recipe {args.recipe} was measured on {datasets.DATASETS[dataset].title}: training on it "
+                "(--dataset, --idx or --images chooses other data).")  # fmt: skip
+    data = _load_data(dataset, args.idx, args.data_home, say, images=args.images,
+                      fallback=dataset is None and args.idx is None)  # fmt: skip
     X_train, y_train = data.X_train[: args.n_train], data.y_train[: args.n_train]
     settings = _training_settings(args)
     recipe_epochs = settings.pop("max_iter", None)
@@ -763,8 +766,6 @@ def main(argv=None):
         if args.recipe not in RECIPES:
             known = ", ".join(map(repr, RECIPES))
             args.parser.error(f"argument --recipe: invalid choice: {args.recipe!r} (choose from {known})")
-        if args.dataset is None and args.idx is None and args.images is None:
-            args.dataset = args.recipe_dataset = RECIPE_DATASETS.get(args.recipe)
     _check_outputs(args)
     try:
         n_threads()  # a bad SKCNN_NUM_THREADS stops the command before any work, like a bad flag

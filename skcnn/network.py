@@ -366,10 +366,8 @@ class Network:
         # At least two chunks, so that two cores work on a small input too,
         # but one for fewer than 2 x PREDICT_MIN_CHUNK images (see there). The
         # chunks depend on n only, never on the number of threads.
-        if n < 2 * PREDICT_MIN_CHUNK:
-            batch_size = max(1, min(batch_size, n))
-        else:
-            batch_size = max(1, min(batch_size, -(-n // 2)))
+        chunks = 1 if n < 2 * PREDICT_MIN_CHUNK else 2
+        batch_size = max(1, min(batch_size, -(-n // chunks)))
         layers = fold_batch_norm(self.layers)  # one pass fewer per batch norm
 
         def run(start):
