@@ -313,6 +313,31 @@ def test_a_call_beside_another_still_uses_the_processes_threads(two_blas_threads
     assert blas_limits() == two_blas_threads
 
 
+def test_the_users_own_limits_still_work_after_a_call_in_a_living_thread(two_blas_threads):
+    # OpenBLAS's limit may be changed by one thread at a time (threadpoolctl >= 3.8
+    # silently ignores the others): a thread that held it and is still alive must
+    # not keep that right once skcnn is done with it
+    done, finish = threading.Event(), threading.Event()
+
+    def worker():
+        with single_threaded_blas():
+            assert set(blas_limits()) == {1}
+        done.set()
+        finish.wait(10)  # alive while the main thread sets its own limits
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert done.wait(10)
+        assert blas_limits() == two_blas_threads
+        with threadpool_limits(limits=1, user_api="blas"):
+            assert set(blas_limits()) == {1}
+    finally:
+        finish.set()
+        thread.join(10)
+    assert blas_limits() == two_blas_threads
+
+
 # -- 7. warnings point at the caller ------------------------------------------------------
 
 
