@@ -151,6 +151,21 @@ class _SharedBlasLimit:
         self._outer = None  # the BLAS limit in force before the first holder
         self._limiter = None  # threadpoolctl's record of the limits to restore
 
+    def _after_fork_in_child(self):
+        """A process forked while a call held BLAS (or held the lock) runs
+        none of its parent's calls: it gets a fresh lock, which the parent's
+        other threads may have held at the fork and would never release
+        here, and its BLAS limits back, which no call of its own would
+        otherwise restore."""
+        self._lock = threading.Lock()
+        if self._holders:
+            limiter, self._limiter, self._holders, self._outer = self._limiter, None, 0, None
+            _claim_blas_control()
+            try:
+                limiter.restore_original_limits()
+            finally:
+                _claim_blas_control()
+
     @contextmanager
     def hold(self):
         with self._lock:
@@ -184,6 +199,18 @@ class _SharedBlasLimit:
 
 
 _BLAS = _SharedBlasLimit()
+
+
+def _after_fork_in_child():
+    """Locks a forked child may have inherited held (by its parent's other
+    threads) are made anew; see :meth:`_SharedBlasLimit._after_fork_in_child`."""
+    global _controller_lock
+    _controller_lock = threading.Lock()
+    _BLAS._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def single_threaded_blas():

@@ -3,6 +3,7 @@ never fails silently (issue #13). Each test names the input that failed."""
 
 import copy
 import math
+import os
 import threading
 import time
 import warnings
@@ -336,6 +337,25 @@ def test_the_users_own_limits_still_work_after_a_call_in_a_living_thread(two_bla
         finish.set()
         thread.join(10)
     assert blas_limits() == two_blas_threads
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_process_forked_during_a_call_gets_its_blas_threads_back(two_blas_threads):
+    with single_threaded_blas():
+        assert set(blas_limits()) == {1}
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code, never return into pytest
+            code = 1
+            try:
+                ok = blas_limits() == two_blas_threads
+                with single_threaded_blas():  # a call of its own still lowers and restores
+                    ok = ok and set(blas_limits()) == {1}
+                code = 0 if ok and blas_limits() == two_blas_threads else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert set(blas_limits()) == {1}  # the parent's call still holds its limit
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # -- 7. warnings point at the caller ------------------------------------------------------
