@@ -13,7 +13,7 @@ import pytest
 from conftest import load_benchmark as load
 
 
-@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes", "pool_order", "latency"])
+@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes", "pool_order", "latency", "products"])
 def test_help_describes_the_script_and_runs_nothing(name, capsys):
     module = load(name)
     with pytest.raises(SystemExit) as info:
@@ -317,3 +317,30 @@ def test_latency_times_each_size_and_splits_skcnn_s_call(capsys):
     for row in rows:
         skcnn_ms, parts = float(row[1]), [float(v) for v in row[-3:]]
         assert skcnn_ms > 0 and all(p > 0 for p in parts)
+
+
+def test_products_counts_the_time_in_matrix_products_and_restores_numpy():
+    import skcnn.functions
+    import skcnn.layers
+
+    module = load("products")
+    X = np.random.default_rng(0).random((4, 8, 8, 3)).astype(np.float32)
+    w = np.ones((3, 3, 3, 2), dtype=np.float32)
+    with module.ProductTimer([skcnn.functions, skcnn.layers]) as timer:
+        out = skcnn.functions.conv2d(X, w, pad=1)  # its products go through the timed np.matmul
+        assert timer.seconds() > 0
+        assert skcnn.functions.np.pi == np.pi  # the rest of numpy as before
+    np.testing.assert_allclose(out, skcnn.functions.conv2d(X, w, pad=1))
+    assert skcnn.functions.np is np and skcnn.layers.np is np
+
+
+def test_products_prints_a_share_between_none_and_all(capsys):
+    module = load("products")
+    module.main(["--architecture", "origin", "--n-train", "100", "--n-test", "50", "--rounds", "1", "--no-torch"])
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out if line.split()[:1] in (["training"], ["predict"])}
+    assert set(rows) == {"training", "predict"}
+    for row in rows.values():
+        speed, share, bound = float(row[1].replace(",", "")), float(row[2].rstrip("%")), float(row[3].replace(",", ""))
+        assert 0 < share <= 100 and speed > 0
+        assert bound >= speed * 0.99  # products alone never take longer than the whole
