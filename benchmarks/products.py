@@ -99,18 +99,9 @@ def time_skcnn(clf, X, y, X_test, threads):
 
 def time_torch(model, X, y, X_test):
     import torch
-    from speed import TORCH_INFER_CHUNKS
+    from speed import TORCH_INFER_CHUNKS, torch_train_pass
 
-    xt, yt = torch.from_numpy(X.reshape(-1, 1, 28, 28)), torch.from_numpy(y.astype(np.int64))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
-    start = time.perf_counter()
-    for s in range(0, len(yt), 100):
-        opt.zero_grad()
-        loss_fn(model(xt[s : s + 100]), yt[s : s + 100]).backward()
-        opt.step()
-    train = time.perf_counter() - start
+    train = torch_train_pass(model, X, y)
     model.eval()
     xtest = torch.from_numpy(X_test.reshape(-1, 1, 28, 28))
     best = float("inf")

@@ -151,6 +151,24 @@ def torch_model(architecture):
     )  # fmt: skip
 
 
+def torch_train_pass(model, X, y, batch=100):
+    """Seconds PyTorch takes for one pass of its usual training loop (zero_grad,
+    forward, backward, Adam's step) over ``X`` (N, 784 or 1x28x28) in order,
+    ``batch`` images a step; a fresh Adam each call."""
+    import torch
+
+    xt, yt = torch.from_numpy(X.reshape(-1, 1, 28, 28)), torch.from_numpy(y.astype(np.int64))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    start = time.perf_counter()
+    for s in range(0, len(yt), batch):
+        opt.zero_grad()
+        loss_fn(model(xt[s : s + batch]), yt[s : s + batch]).backward()
+        opt.step()
+    return time.perf_counter() - start
+
+
 #: Chunk sizes tried for PyTorch's inference; the fastest one is reported.
 TORCH_INFER_CHUNKS = (64, 128, 512)
 

@@ -212,7 +212,7 @@ _CONSTRAINTS = {
 TEST_TIME_PARAMETERS = {"test_time_flips": False, "test_time_shifts": 0}
 
 
-def _computation_dtype(X, dtype):
+def _computation_dtype(X, dtype, incremental=False):
     """The dtype a network fitted on ``X`` computes in, for the ``dtype``
     parameter ("auto", "float32" or "float64"); decided before validation,
     so that ``X`` is converted once, straight to it.
@@ -221,7 +221,12 @@ def _computation_dtype(X, dtype):
     and for every integer up to 2**24); float32 and float16 input in
     float32; float64 (and any other) input in float64 up to
     ``AUTO_FLOAT64_MAX_VALUES`` values, in float32 above (the rule's
-    reasons are at the constant).
+    reasons are at the constant). For the first call of ``partial_fit``
+    (``incremental``) float64 input is computed in float32 whatever its
+    size: that call sees one piece of the data, usually a batch of about a
+    hundred samples, and the network keeps the dtype it chooses for every
+    later piece, so the size rule would train a stream of any length in
+    float64 at about two thirds of float32's speed.
     """
     if dtype != "auto":
         return np.dtype(dtype)
@@ -237,7 +242,7 @@ def _computation_dtype(X, dtype):
     kind, n_values = np.dtype(kind), math.prod(X.shape)
     if kind.kind in "biu" or (kind.kind == "f" and kind.itemsize <= 4):  # float32 holds them exactly
         return np.dtype(np.float32)
-    return np.dtype(np.float64 if n_values <= AUTO_FLOAT64_MAX_VALUES else np.float32)
+    return np.dtype(np.float64 if n_values <= AUTO_FLOAT64_MAX_VALUES and not incremental else np.float32)
 
 
 class CNNClassifier(ClassifierMixin, BaseEstimator):
@@ -469,7 +474,9 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
         pixel values); for float64 input (what ``X / 255.0``,
         ``load_digits`` and ``fetch_openml`` give), float64 up to one
         million values (``n_samples * n_features``), where exactness costs
-        nothing, and float32 above, about twice as fast. Probabilities and
+        nothing, and float32 above, about twice as fast; ``partial_fit``'s
+        first call, which sees one batch and not the data's size, chooses
+        float32 for float64 input of any size. Probabilities and
         log-probabilities come out in float32 for float32 input and in
         float64 for any other, as scikit-learn's estimators give them.
         MLP: always the input's float dtype.
@@ -682,7 +689,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
     # -- input -------------------------------------------------------------------
 
-    def _validate_input(self, X, y=_NO_Y, reset=True):
+    def _validate_input(self, X, y=_NO_Y, reset=True, incremental=False):
         """Validate X (and y) and return X as images (n, C, H, W).
 
         2-D X keeps sklearn's semantics (validate_data: n_features_in_,
@@ -712,7 +719,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                         f"{h * w} features a row: one {h}x{w} picture? Give it a batch axis: "
                         "X[np.newaxis]."
                     )
-        common = dict(reset=reset, dtype=self._input_dtype(X, reset), accept_sparse=False)
+        common = dict(reset=reset, dtype=self._input_dtype(X, reset, incremental), accept_sparse=False)
         if y is _NO_Y:
             X = validate_data(self, X, **common)
         else:
@@ -731,12 +738,13 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
             images = X.reshape(len(X), c, h, w)
         return images if y is _NO_Y else (images, y)
 
-    def _input_dtype(self, X, reset):
+    def _input_dtype(self, X, reset, incremental=False):
         """The dtype to validate ``X`` into: the fitted network's, or the one
-        a fit on ``X`` computes in (:func:`_computation_dtype`)."""
+        a fit (``partial_fit``: ``incremental``) on ``X`` computes in
+        (:func:`_computation_dtype`)."""
         if not reset and hasattr(self, "network_"):
             return self.network_.dtype
-        return _computation_dtype(X, self.dtype)
+        return _computation_dtype(X, self.dtype, incremental)
 
     def _resolve_input_shape(self, n_features, image_shape):
         """``(C, H, W)`` of one image, for X with ``n_features`` per sample."""
@@ -972,7 +980,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
                 "the data it is given and holds none out. Set early_stopping=False."
             )
         fresh = not hasattr(self, "network_") or not (incremental or self.warm_start)
-        X, y = self._validate_input(X, y, reset=fresh)
+        X, y = self._validate_input(X, y, reset=fresh, incremental=incremental)
         check_classification_targets(y)
         sw = self._check_sample_weight(sample_weight, len(y))
         y_idx = self._encode_labels(y, sw, fresh, incremental, classes)

@@ -13,7 +13,7 @@ import pytest
 from conftest import load_benchmark as load
 
 
-@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes", "pool_order", "latency", "products"])
+@pytest.mark.parametrize("name", ["gemm", "gil", "speed", "memory", "accuracy", "layers_vs_torch", "optimizer_step", "winograd", "conv_backward", "input_dtypes", "pooling", "ceiling", "threads_vs_processes", "pool_order", "latency", "products", "streaming"])
 def test_help_describes_the_script_and_runs_nothing(name, capsys):
     module = load(name)
     with pytest.raises(SystemExit) as info:
@@ -344,3 +344,14 @@ def test_products_prints_a_share_between_none_and_all(capsys):
         speed, share, bound = float(row[1].replace(",", "")), float(row[2].rstrip("%")), float(row[3].replace(",", ""))
         assert 0 < share <= 100 and speed > 0
         assert bound >= speed * 0.99  # products alone never take longer than the whole
+
+
+def test_streaming_times_each_input_type_and_says_what_it_computes_in(capsys):
+    module = load("streaming")
+    module.main(["--n-train", "40", "--batch", "20", "--rounds", "1", "--no-torch"])
+    out = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split() for line in out if line.split()[:1] in (["float32"], ["float64"], ["uint8"])}
+    assert set(rows) == {"float32", "float64", "uint8"}
+    # a stream of float64 batches computes in float32, as float32 and uint8 batches do
+    assert {row[1] for row in rows.values()} == {"float32"}
+    assert all(float(row[2].replace(",", "")) > 0 for row in rows.values())

@@ -56,6 +56,28 @@ def test_large_float64_input_computes_in_float32_and_returns_float64(pixels, mon
     assert forced.network_.dtype == np.float64
 
 
+def test_partial_fit_streams_float64_batches_in_float32(pixels):
+    # each call sees one batch (a few thousand values), not the stream's size
+    X, y = pixels
+    X64 = X / 16.0
+    assert _computation_dtype(X64[:100], "auto", incremental=True) == np.float32
+    params = dict(random_state=0, conv_filters=(4, 8), hidden_layer_sizes=(16,), shuffle=False)
+    streamed, as_float32 = CNNClassifier(**params), CNNClassifier(**params)
+    for start in range(0, len(X64), 100):
+        batch = slice(start, start + 100)
+        streamed.partial_fit(X64[batch], y[batch], classes=np.arange(10))
+        as_float32.partial_fit(X64[batch].astype(np.float32), y[batch], classes=np.arange(10))
+    assert streamed.network_.dtype == np.float32
+    assert streamed.loss_curve_ == as_float32.loss_curve_  # the same float32 values: the same training
+    proba = streamed.predict_proba(X64)
+    assert proba.dtype == np.float64
+    np.testing.assert_allclose(proba, as_float32.predict_proba(X64.astype(np.float32)), rtol=1e-5)
+    # fit on the same batch keeps float64 (small data, exact), and dtype="float64" is obeyed
+    assert CNNClassifier(max_iter=1, **params).fit(X64[:100], y[:100]).network_.dtype == np.float64
+    forced = CNNClassifier(dtype="float64", **params).partial_fit(X64[:100], y[:100], classes=np.arange(10))
+    assert forced.network_.dtype == np.float64
+
+
 def test_dtype_is_validated():
     with pytest.raises(ValueError, match="dtype must be 'auto', 'float32' or 'float64'"):
         CNNClassifier(dtype="float16").fit(np.zeros((4, 4)), [0, 1, 0, 1])
