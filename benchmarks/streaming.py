@@ -12,8 +12,11 @@ when installed, else synthetic images) in batches of ``--batch`` by
 ``partial_fit`` -- as float32, as float64 (``X / 255.0``) and as uint8
 pixels -- and PyTorch (when installed) trains the same network with its
 usual loop (``zero_grad``, forward, ``backward``, Adam's ``step``) on the same
-batches; the four take turns, round after round, on skcnn's thread count.
-Medians of ``--rounds``, in images per second.
+batches; the row "(fit)" is one epoch of skcnn's ``fit`` on the same
+float32 batches, the steps without the per-call costs. All take turns,
+round after round (the three input types in a rotating order), on
+skcnn's thread count. Medians of ``--rounds``, in
+images per second.
 """
 
 import argparse
@@ -37,6 +40,17 @@ def stream_skcnn(X, y, architecture, batch):
     for s in range(0, len(X), batch):
         clf.partial_fit(X[s : s + batch], y[s : s + batch], classes=classes)
     return len(X) / (time.perf_counter() - start), clf.network_.dtype
+
+
+def fit_skcnn(X, y, architecture, batch):
+    """One epoch of ``fit`` on the same images in the same order: the steps
+    without ``partial_fit``'s per-call costs."""
+    from skcnn import CNNClassifier
+
+    clf = CNNClassifier(architecture=architecture, random_state=0, shuffle=False, max_iter=1, batch_size=batch)
+    start = time.perf_counter()
+    clf.fit(X, y)
+    return len(X) / (time.perf_counter() - start)
 
 
 def stream_torch(X, y, architecture, batch):
@@ -74,16 +88,19 @@ def main(argv=None):
             torch.set_num_threads(n_threads())
             torch_ok = True
     speeds = {name: [] for name in inputs}
-    speeds["PyTorch"] = []
+    speeds["fit"], speeds["PyTorch"] = [], []
     dtypes = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # InputRangeWarning etc. are not what is timed
-        for _ in range(args.rounds):
-            for name, X_in in inputs.items():
-                speed, dtypes[name] = stream_skcnn(X_in, y, args.architecture, args.batch)
+        names = list(inputs)
+        for r in range(args.rounds):
+            for name in names[r % 3 :] + names[: r % 3]:  # each input type goes first in turn
+                speed, dtypes[name] = stream_skcnn(inputs[name], y, args.architecture, args.batch)
                 speeds[name].append(speed)
+            speeds["fit"].append(fit_skcnn(inputs["float32"], y, args.architecture, args.batch))
             if torch_ok:
                 speeds["PyTorch"].append(stream_torch(inputs["float32"], y, args.architecture, args.batch))
+                time.sleep(1.0)  # PyTorch's OpenMP threads spin for a while after its loop: not on skcnn's time
     print(f"{args.architecture} network, {data}, {args.n_train} images in batches of {args.batch}, "
           f"{n_threads()} threads, medians of {args.rounds} rounds")
     float32 = statistics.median(speeds["float32"])
@@ -93,6 +110,9 @@ def main(argv=None):
         median = statistics.median(speeds[name])
         vs_torch = f"{median / torch_speed:10.2f}x" if torch_speed else f"{'':>11}"
         print(f"{name:>10} {str(dtypes[name]):>12} {median:10,.0f} {median / float32:10.2f}x {vs_torch}")
+    fit = statistics.median(speeds["fit"])
+    vs_torch = f"{fit / torch_speed:10.2f}x" if torch_speed else ""
+    print(f"{'(fit)':>10} {'float32':>12} {fit:10,.0f} {fit / float32:10.2f}x {vs_torch}")
     if torch_speed:
         print(f"{'PyTorch':>10} {'float32':>12} {torch_speed:10,.0f}")
 

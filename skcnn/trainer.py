@@ -269,6 +269,11 @@ class Trainer:
         only, redrawn in place and erased before the epoch's line).
     n_classes : int
         Classes the network scores (for the divergence rule).
+    parallel : DataParallel, optional
+        The training threads' set-up of an earlier run on the same network
+        (``partial_fit``'s last call), renewed rather than built again when
+        it still fits (:meth:`~skcnn.parallel.DataParallel.renew`); the one
+        used is left in ``self.parallel``.
     """
 
     def __init__(
@@ -290,8 +295,10 @@ class Trainer:
         augment=None,
         verbose=0,
         n_classes,
+        parallel=None,
     ):
         self.network = network
+        self.parallel = parallel
         self.optimizer = optimizer
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -416,7 +423,11 @@ class Trainer:
         reason = "max_iter"
         if self.start_time is None:
             self.start_time = self.clock()
-        parallel = DataParallel(self.network, self.batch_size, rng)
+        parallel = self.parallel
+        if parallel is not None and parallel.fits(self.network, self.batch_size):
+            parallel.renew(rng)  # the last partial_fit call's, its arrays kept
+        else:
+            parallel = self.parallel = DataParallel(self.network, self.batch_size, rng)
         # (errstate: the optimizer's overflow is reported as divergence, below)
         with _interrupt_flag() as interrupted, np.errstate(over="ignore", invalid="ignore"):
             for epoch in range(max_epochs):

@@ -19,7 +19,15 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from skcnn import CNNClassifier
 from skcnn.layers import BatchNorm
-from skcnn.parallel import MIN_MICRO_BATCH, micro_batches, n_threads, single_threaded_blas, worker_pool
+from skcnn.parallel import (
+    MIN_MICRO_BATCH,
+    micro_batches,
+    n_threads,
+    record_threads,
+    run_tasks,
+    single_threaded_blas,
+    worker_pool,
+)
 from skcnn.trainer import DIVERGENCE_FACTOR, DivergenceWarning
 
 @pytest.fixture(scope="module")
@@ -340,7 +348,10 @@ def test_the_users_own_limits_still_work_after_a_call_in_a_living_thread(two_bla
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_a_process_forked_during_a_call_gets_its_blas_threads_back(two_blas_threads):
+def test_a_process_forked_during_a_call_gets_its_blas_threads_back(two_blas_threads, monkeypatch):
+    monkeypatch.setenv("SKCNN_NUM_THREADS", "2")
+    with worker_pool() as pool:  # the kept thread pool exists before the fork
+        run_tasks(pool, [lambda: None, lambda: None])
     with single_threaded_blas():
         assert set(blas_limits()) == {1}
         pid = os.fork()
@@ -350,6 +361,9 @@ def test_a_process_forked_during_a_call_gets_its_blas_threads_back(two_blas_thre
                 ok = blas_limits() == two_blas_threads
                 with single_threaded_blas():  # a call of its own still lowers and restores
                     ok = ok and set(blas_limits()) == {1}
+                with record_threads() as seen, worker_pool() as pool:  # and has helper threads of its own
+                    run_tasks(pool, [lambda: time.sleep(0.2), lambda: time.sleep(0.2)])
+                ok = ok and len(seen) == 2
                 code = 0 if ok and blas_limits() == two_blas_threads else 1
             finally:
                 os._exit(code)

@@ -121,6 +121,8 @@ def test_bad_sample_weights(weights, match, fitted, digits):
 def test_partial_fit_rejects_labels_outside_classes(fitted, digits):
     X, y = digits
     rejected_without_change(fitted, X[:20], lambda: fitted.partial_fit(X[:10], np.full(10, 42)), match=r"not in classes_")
+    # continuous targets too (later calls check y against classes_ alone)
+    rejected_without_change(fitted, X[:20], lambda: fitted.partial_fit(X[:10], np.linspace(0, 1, 10)), match=r"not in classes_")
 
 
 def test_input_shape_that_does_not_match_the_features(digits):

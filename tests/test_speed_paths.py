@@ -1,12 +1,16 @@
 """The paths users take: float64 and uint8 input (dtype policy), and every
 core (thread count, results independent of it)."""
 
+import contextlib
+import pickle
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
 from skcnn import CNNClassifier, estimator, parallel
 from skcnn.estimator import AUTO_FLOAT64_MAX_VALUES, _computation_dtype
+from skcnn.trainer import DivergenceWarning
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +80,42 @@ def test_partial_fit_streams_float64_batches_in_float32(pixels):
     assert CNNClassifier(max_iter=1, **params).fit(X64[:100], y[:100]).network_.dtype == np.float64
     forced = CNNClassifier(dtype="float64", **params).partial_fit(X64[:100], y[:100], classes=np.arange(10))
     assert forced.network_.dtype == np.float64
+
+
+def test_partial_fit_reuses_its_training_replicas_and_trains_as_if_built_anew(pixels):
+    # dropout streams, batch-norm statistics and the last, smaller batch: the
+    # renewed replicas give the same training as replicas built for each call
+    X, y = pixels
+    X = X.astype(np.float32)
+    params = dict(random_state=0, conv_filters=(4, 8), hidden_layer_sizes=(16,), batch_norm=True,
+                  dropout=0.3, shuffle=False)  # fmt: skip
+    reused, rebuilt = CNNClassifier(**params), CNNClassifier(**params)
+    chunks = [slice(0, 100), slice(100, 200), slice(200, 237), slice(237, 300), slice(0, 100)]
+    seen = []
+    for chunk in chunks:
+        reused.partial_fit(X[chunk], y[chunk], classes=np.arange(10))
+        rebuilt.partial_fit(X[chunk], y[chunk], classes=np.arange(10))
+        del rebuilt._parallel  # the next call builds its replicas anew
+        seen.append(reused._parallel)
+    assert seen[1] is seen[0] and seen[4] is not seen[2]  # kept while the batch size stays
+    # a call that diverges is rolled back in the network, not in the replicas' batch-norm
+    # statistics (their forward pass moved them): the next call must start from the network's
+    for lr in (1e9, 1e-3):
+        for model in (reused, rebuilt):
+            with pytest.warns(DivergenceWarning) if lr > 1 else contextlib.nullcontext():
+                model.set_params(learning_rate_init=lr).partial_fit(X[:200], y[:200])  # two steps
+        del rebuilt._parallel
+    assert reused.loss_curve_ == rebuilt.loss_curve_
+    for (name, a), (_, b) in zip(reused.network_.named_arrays(), rebuilt.network_.named_arrays()):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    # not part of the model: a pickle leaves the replicas out, and goes on training the same
+    copy = pickle.loads(pickle.dumps(reused))
+    assert not hasattr(copy, "_parallel")
+    reused.partial_fit(X[:100], y[:100])
+    copy.partial_fit(X[:100], y[:100])
+    np.testing.assert_array_equal(reused.predict_proba(X), copy.predict_proba(X))
+    # fit starts over and lets them go
+    assert not hasattr(reused.fit(X[:100], y[:100]), "_parallel")
 
 
 def test_dtype_is_validated():
