@@ -343,7 +343,7 @@ class _Helpers:
 
 
 _pool_lock = threading.Lock()
-_pool = None  # the ThreadPoolExecutor kept for every call (see _executor)
+_pool = None  # (ThreadPoolExecutor, its threads), kept for every call (see _executor)
 
 
 def _executor(helpers):
@@ -358,11 +358,11 @@ def _executor(helpers):
     """
     global _pool
     with _pool_lock:
-        if _pool is None or _pool._max_workers < helpers:
-            old, _pool = _pool, ThreadPoolExecutor(helpers, thread_name_prefix="skcnn")
+        if _pool is None or _pool[1] < helpers:
+            old, _pool = _pool, (ThreadPoolExecutor(helpers, thread_name_prefix="skcnn"), helpers)
             if old is not None:
-                old.shutdown(wait=False)  # its threads end once idle
-        return _pool
+                old[0].shutdown(wait=False)  # its threads end once idle
+        return _pool[0]
 
 
 @contextmanager
