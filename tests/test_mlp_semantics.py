@@ -372,6 +372,36 @@ def test_a_process_forked_during_a_call_gets_its_blas_threads_back(two_blas_thre
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_a_call_does_not_wait_for_helper_threads_busy_with_another_call(monkeypatch):
+    # the helper threads are kept for the process and shared by all calls: a
+    # helper that another call keeps busy is not waited for (the calling thread
+    # does the work; the helper's turn is cancelled)
+    monkeypatch.setenv("SKCNN_NUM_THREADS", "2")  # one helper thread
+    release, blocking = threading.Event(), threading.Event()
+
+    def busy():
+        blocking.set()
+        release.wait(30)
+
+    def other_call():
+        with worker_pool() as pool:
+            run_tasks(pool, [busy, busy])  # one in the calling thread, one in the helper
+
+    first = threading.Thread(target=other_call)
+    first.start()
+    try:
+        assert blocking.wait(10)
+        with worker_pool() as pool:
+            results = []
+            second = threading.Thread(target=lambda: results.extend(run_tasks(pool, [lambda: 1, lambda: 2])))
+            second.start()
+            second.join(10)
+        assert not second.is_alive() and results == [1, 2]
+    finally:
+        release.set()
+        first.join(10)
+
+
 # -- 7. warnings point at the caller ------------------------------------------------------
 
 
