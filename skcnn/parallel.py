@@ -15,11 +15,15 @@ loops).
   never on the threads, and the threads take the pieces from a queue
   (:func:`run_tasks`). Every matrix product runs on a single-threaded BLAS.
   So every result is the same to the bit with 1, 2, 3 or 16 threads.
+* Which threads: the calling thread and helper threads made once and kept
+  for the process (:func:`worker_pool`); the BLAS limit is held by the
+  first call that enters and restored by the last that leaves.
 * Data-parallel training: :class:`DataParallel` holds the network's
   replicas (one per micro-batch, sharing its weights), the packed weight and
   gradient buffers, and runs one step: gradients of the micro-batches side
   by side, their sum, the optimizer step cut into slices, the batch-norm
-  statistics merged.
+  statistics merged. ``partial_fit`` keeps it from call to call
+  (:meth:`DataParallel.renew`).
 """
 
 import itertools
