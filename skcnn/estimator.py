@@ -958,7 +958,7 @@ class CNNClassifier(ClassifierMixin, BaseEstimator):
 
         Between calls the estimator keeps its training threads' replicas of
         the network and their working arrays (a few MB for the default
-        network, about 64 MB for the "deep" preset), so that a stream of
+        network, tens of MB for the "deep" preset), so that a stream of
         small calls trains at nearly the speed of ``fit``; ``fit`` and
         pickling let them go.
 

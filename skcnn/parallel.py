@@ -573,7 +573,8 @@ class DataParallel:
         replicas' arrays were allocated anew and filled page by page for the
         first time (the memory freed at the end of the last call having gone
         back to the system): the steps of a stream of ``partial_fit`` calls
-        took 1.3x those of ``fit``. Renewed: dropout streams spawned from
+        took 1.3x those of ``fit`` (a stream against ``fit``: ``python
+        benchmarks/streaming.py``). Renewed: dropout streams spawned from
         ``rng`` as :func:`replicas` spawns them (so results do not change),
         and the network's batch-norm statistics and label smoothing copied
         into the replicas (a rolled-back epoch may have changed them).
